@@ -1,0 +1,50 @@
+"""``roost``: serve, manage admins, print the version."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from roost import __version__
+from roost.cli import admin, serve
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="roost", description="A backend for mobile apps.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve_cmd = commands.add_parser("serve", help="start the HTTP server")
+    serve_cmd.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve_cmd.add_argument("--port", type=int, help="port to bind (default 8090)")
+    serve_cmd.add_argument("--workers", type=int, help="worker processes (default 1)")
+    _data_dir(serve_cmd)
+    serve_cmd.set_defaults(handler=serve.run)
+
+    admin_cmd = commands.add_parser("admin", help="manage admin accounts and tokens")
+    admin_commands = admin_cmd.add_subparsers(dest="admin_command", required=True)
+    create = admin_commands.add_parser(
+        "create", help="create an admin (password from the prompt, or one line of stdin)"
+    )
+    create.add_argument("email")
+    _data_dir(create)
+    create.set_defaults(handler=admin.create)
+    token = admin_commands.add_parser("token", help="print a new admin API token")
+    token.add_argument("email")
+    token.add_argument("--name", default="cli", help="a label for the token")
+    _data_dir(token)
+    token.set_defaults(handler=admin.token)
+
+    version = commands.add_parser("version", help="print the version")
+    version.set_defaults(handler=lambda args: print(__version__) or 0)
+    return parser
+
+
+def _data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, help="data folder (default ./roost_data)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.handler(args)
+    return result

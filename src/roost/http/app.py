@@ -1,0 +1,55 @@
+"""``create_app(settings)``: the ASGI application; its lifespan opens and closes Components."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.gzip import GZipMiddleware
+
+from roost.components import open_components
+from roost.http.middleware import BodyLimit, RequestId
+from roost.http.problems import EXCEPTION_HANDLERS
+from roost.http.routes import ROUTES
+from roost.settings import Settings
+
+EXPOSED_HEADERS = ["ETag", "X-Request-Id"]
+ALLOWED_HEADERS = [
+    "Authorization",
+    "Content-Type",
+    "If-Match",
+    "If-None-Match",
+    "Idempotency-Key",
+    "X-Request-Id",
+]
+
+
+def create_app(settings: Settings) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with open_components(settings) as components:
+            app.state.components = components
+            yield
+
+    middleware = [
+        Middleware(RequestId),
+        Middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=ALLOWED_HEADERS,
+            expose_headers=EXPOSED_HEADERS,
+            max_age=600,
+        ),
+        Middleware(GZipMiddleware, minimum_size=settings.gzip_min_bytes),
+        Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
+    ]
+    return Starlette(
+        routes=ROUTES,
+        middleware=middleware,
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )

@@ -1,0 +1,31 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from roost.errors import Unavailable
+from roost.http.context import JSONResponse, components
+from roost.storage.base import StorageError
+
+READY_TIMEOUT_SECONDS = 2.0
+
+
+async def health(request: Request) -> Response:
+    """The process is up and serving HTTP."""
+    return JSONResponse({"status": "ok"})
+
+
+async def ready(request: Request) -> Response:
+    """Every backend answers: 200, or 503 naming the one that does not."""
+    storage = components(request).storage
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+            async with storage.read() as conn:
+                await conn.fetch_one("SELECT 1 AS ok")
+    except (TimeoutError, StorageError) as exc:
+        raise Unavailable(f"database: {type(exc).__name__}", checks={"database": "down"}) from None
+    return JSONResponse({"status": "ready", "checks": {"database": "ok"}})

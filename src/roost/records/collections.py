@@ -1,0 +1,236 @@
+"""Collection definitions: schema, indexes, rules and options, stored in ``_collections``."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from roost.errors import Conflict, NotFound, ValidationFailed
+from roost.query.errors import ExpressionError
+from roost.query.parser import parse, parse_path
+from roost.records.fields import FIELD_NAME, SYSTEM_FIELDS, FieldSpec, now_iso
+from roost.storage.base import Connection, IndexSpec, Storage, UniqueViolation
+from roost.types import JSONObject
+
+COLLECTION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+RESERVED_COLLECTIONS = frozenset({"users"})
+ACTIONS = ("list", "view", "create", "update", "delete")
+MAX_FIELDS = 200
+MAX_INDEXES = 32
+MAX_INDEX_FIELDS = 8
+
+
+class IndexDef(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fields: Annotated[list[str], Field(min_length=1, max_length=MAX_INDEX_FIELDS)]
+    unique: bool = False
+
+    @field_validator("fields")
+    @classmethod
+    def _paths(cls, fields: list[str]) -> list[str]:
+        for path in fields:
+            try:
+                parse_path(path)
+            except ExpressionError as exc:
+                raise ValueError(f"{path!r} is not a field path: {exc.message}") from exc
+        if len(set(fields)) != len(fields):
+            raise ValueError("an index names each field once")
+        return fields
+
+
+class Rules(BaseModel):
+    """Per action: ``None`` admins only, ``""`` anyone, else an expression."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    list: str | None = None
+    view: str | None = None
+    create: str | None = None
+    update: str | None = None
+    delete: str | None = None
+
+    @field_validator("*")
+    @classmethod
+    def _expression(cls, rule: str | None) -> str | None:
+        if rule:
+            try:
+                parse(rule)
+            except ExpressionError as exc:
+                raise ValueError(str(exc)) from exc
+        return rule
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    strict: bool = False
+    """Reject record fields that the schema does not declare."""
+
+
+class CollectionDef(BaseModel):
+    """What an admin declares; the API returns it with ``created``, ``updated``, ``version``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    fields: Annotated[dict[str, FieldSpec], Field(max_length=MAX_FIELDS)] = {}
+    indexes: Annotated[list[IndexDef], Field(max_length=MAX_INDEXES)] = []
+    rules: Rules = Rules()
+    options: Options = Options()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        if not COLLECTION_NAME.match(name):
+            raise ValueError("collection names match ^[a-z][a-z0-9_]{0,62}$")
+        if name in RESERVED_COLLECTIONS:
+            raise ValueError(f"{name!r} is reserved for a built-in collection")
+        return name
+
+    @field_validator("fields")
+    @classmethod
+    def _field_names(cls, fields: dict[str, FieldSpec]) -> dict[str, FieldSpec]:
+        for name in fields:
+            if name in SYSTEM_FIELDS or not FIELD_NAME.match(name):
+                raise ValueError(f"{name[:80]!r} is not a valid field name")
+        return fields
+
+    def index_specs(self) -> list[IndexSpec]:
+        unique = {(tuple(i.fields), i.unique) for i in self.indexes}
+        return [IndexSpec(fields, flag) for fields, flag in sorted(unique)]
+
+
+class Collection(BaseModel):
+    """A stored definition with its bookkeeping."""
+
+    model_config = ConfigDict(frozen=True)
+
+    definition: CollectionDef
+    created: str
+    updated: str
+    version: int
+
+    def public(self) -> JSONObject:
+        definition = self.definition.model_dump(mode="json")
+        definition["fields"] = {
+            name: spec.model_dump(mode="json", exclude_none=True)
+            for name, spec in self.definition.fields.items()
+        }
+        return {
+            **definition,
+            "created": self.created,
+            "updated": self.updated,
+            "version": self.version,
+        }
+
+
+def parse_definition(body: Any) -> CollectionDef:
+    """Validate a definition from a request body; errors name the offending field."""
+    try:
+        return CollectionDef.model_validate(body)
+    except ValidationError as exc:
+        errors = [
+            {
+                "field": ".".join(str(part) for part in error["loc"]) or "body",
+                "message": error["msg"].removeprefix("Value error, "),
+            }
+            for error in exc.errors()
+        ]
+        raise ValidationFailed(errors[0]["message"], errors) from None
+
+
+def valid_name(name: str) -> str:
+    """``name`` if it can name a collection, else NotFound (no such collection can exist)."""
+    if not COLLECTION_NAME.match(name):
+        raise NotFound(f"collection {name[:80]!r} does not exist")
+    return name
+
+
+async def load(conn: Connection, name: str) -> Collection:
+    row = await conn.fetch_one(
+        "SELECT definition, created, updated, version FROM _collections WHERE name = ?",
+        (valid_name(name),),
+    )
+    if row is None:
+        raise NotFound(f"collection {name!r} does not exist")
+    return Collection(
+        definition=CollectionDef.model_validate_json(row["definition"]),
+        created=row["created"],
+        updated=row["updated"],
+        version=row["version"],
+    )
+
+
+class Collections:
+    """Create, read, change and drop collection definitions (admin only; callers check)."""
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+
+    async def all(self) -> list[Collection]:
+        async with self._storage.read() as conn:
+            rows = await conn.fetch_all("SELECT name FROM _collections ORDER BY name")
+            return [await load(conn, row["name"]) for row in rows]
+
+    async def get(self, name: str) -> Collection:
+        async with self._storage.read() as conn:
+            return await load(conn, name)
+
+    async def create(self, definition: CollectionDef) -> Collection:
+        now = now_iso()
+        async with self._storage.write() as conn:
+            exists = await conn.fetch_one(
+                "SELECT 1 FROM _collections WHERE name = ?", (definition.name,)
+            )
+            if exists:
+                raise Conflict(f"collection {definition.name!r} already exists")
+            await conn.execute(
+                "INSERT INTO _collections (name, definition, created, updated, version)"
+                " VALUES (?, ?, ?, ?, 1)",
+                (definition.name, _dump(definition), now, now),
+            )
+            await self._define(conn, definition)
+        return Collection(definition=definition, created=now, updated=now, version=1)
+
+    async def update(self, name: str, patch: JSONObject) -> Collection:
+        async with self._storage.write() as conn:
+            current = await load(conn, name)
+            if "name" in patch and patch["name"] != name:
+                raise ValidationFailed(
+                    "collections cannot be renamed", [{"field": "name", "message": "read-only"}]
+                )
+            merged = {**current.definition.model_dump(mode="json"), **patch, "name": name}
+            definition = parse_definition(merged)
+            now = now_iso()
+            await conn.execute(
+                "UPDATE _collections SET definition = ?, updated = ?, version = version + 1"
+                " WHERE name = ?",
+                (_dump(definition), now, name),
+            )
+            await self._define(conn, definition)
+        return Collection(
+            definition=definition,
+            created=current.created,
+            updated=now,
+            version=current.version + 1,
+        )
+
+    async def delete(self, name: str) -> None:
+        async with self._storage.write() as conn:
+            await load(conn, name)
+            await conn.execute("DELETE FROM _collections WHERE name = ?", (name,))
+            await self._storage.drop_collection(conn, name)
+
+    async def _define(self, conn: Connection, definition: CollectionDef) -> None:
+        try:
+            await self._storage.define_collection(conn, definition.name, definition.index_specs())
+        except UniqueViolation as exc:
+            raise Conflict("existing records break a unique index of this definition") from exc
+
+
+def _dump(definition: CollectionDef) -> str:
+    return orjson.dumps(definition.model_dump(mode="json")).decode()

@@ -1,0 +1,311 @@
+"""Records: every read and write of collection data goes through here.
+
+A write checks the collection's rule, validates the data against the schema, then writes
+the record and appends its change in one transaction, together with the idempotency
+key's result when the request carries one. It is acknowledged only after the commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from roost.auth.principal import Principal
+from roost.errors import (
+    Conflict,
+    InvalidCursor,
+    InvalidFilter,
+    InvalidId,
+    NotFound,
+    PreconditionFailed,
+    RoostError,
+    ValidationFailed,
+)
+from roost.ids import is_uuid7, new_id
+from roost.query.errors import ExpressionError
+from roost.query.fields import parse_fields, project
+from roost.query.limits import DEFAULT_LIMIT, MAX_LIMIT
+from roost.query.parser import parse
+from roost.query.sort import (
+    keyset_sql,
+    order_by_sql,
+    parse_sort,
+    sort_values_sql,
+    with_tiebreaker,
+)
+from roost.query.sql import compile_filter
+from roost.records import collections, idempotency
+from roost.records.collections import Collection
+from roost.records.cursor import PageCursors
+from roost.records.fields import check_names, merge_patch, now_iso, validate_data
+from roost.records.idempotency import IdempotentRequest, Outcome
+from roost.records.rules import authorize
+from roost.settings import Settings
+from roost.storage.base import Connection, Row, Storage, UniqueViolation, table_name
+from roost.types import JSON, JSONObject
+
+COLUMNS = "id, owner, created, updated, version, data"
+DEFAULT_SORT = "id"
+MAX_BATCH_OPERATIONS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[JSONObject]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One write of a batch (or a single write request)."""
+
+    action: Literal["create", "update", "delete"]
+    collection: str
+    id: str | None = None
+    data: JSONObject | None = None
+    if_match: int | None = None
+
+
+def to_public(row: Row) -> JSONObject:
+    """A stored row as the API returns it: system fields first, then the data, flat."""
+    return {
+        "id": row["id"],
+        "owner": row["owner"],
+        "created": row["created"],
+        "updated": row["updated"],
+        "version": row["version"],
+        **orjson.loads(row["data"]),
+    }
+
+
+def checked_id(record_id: str) -> str:
+    if not is_uuid7(record_id):
+        raise InvalidId(f"{record_id[:80]!r} is not a record id (a UUIDv7)")
+    return record_id.lower()
+
+
+def expression_context(principal: Principal, data: JSONObject | None = None) -> dict[str, JSON]:
+    return {
+        "auth.id": principal.id,
+        "auth.role": principal.role,
+        "auth.verified": principal.verified,
+        "now": now_iso(),
+        "request.data": data or {},
+    }
+
+
+class Records:
+    def __init__(self, storage: Storage, settings: Settings) -> None:
+        self._storage = storage
+        self._settings = settings
+        secret = settings.secret_key.get_secret_value() if settings.secret_key else ""
+        self._cursors = PageCursors(secret.encode())
+
+    # reads
+
+    async def get(self, name: str, record_id: str, principal: Principal) -> JSONObject:
+        record_id = checked_id(record_id)
+        async with self._storage.read() as conn:
+            collection = await collections.load(conn, name)
+            authorize(collection, "view", principal)
+            row = await _fetch(conn, name, record_id)
+        return to_public(row)
+
+    async def query(
+        self,
+        name: str,
+        principal: Principal,
+        *,
+        filter: str | None = None,
+        sort: str | None = None,
+        limit: int = DEFAULT_LIMIT,
+        cursor: str | None = None,
+        fields: str | None = None,
+    ) -> Page:
+        dialect = self._storage.dialect
+        try:
+            keys = with_tiebreaker(parse_sort(sort or DEFAULT_SORT))
+            where = (
+                compile_filter(parse(filter), dialect, expression_context(principal))
+                if (filter)
+                else None
+            )
+            projection = parse_fields(fields) if fields else None
+        except ExpressionError as exc:
+            raise InvalidFilter(str(exc), position=exc.position) from None
+        if not 1 <= limit <= MAX_LIMIT:
+            raise ValidationFailed(
+                f"limit must be between 1 and {MAX_LIMIT}",
+                [{"field": "limit", "message": f"between 1 and {MAX_LIMIT}"}],
+            )
+        scope = f"{name}\n{sort or DEFAULT_SORT}"
+        clauses: list[str] = []
+        params: list[Any] = []
+        if where is not None:
+            clauses.append(f"({where[0]})")
+            params.extend(where[1])
+        if cursor:
+            last = self._cursors.decode(scope, cursor)
+            if len(last) != len(keys):
+                raise InvalidCursor("the cursor does not fit this sort order")
+            keyset, keyset_params = keyset_sql(keys, last, dialect)
+            clauses.append(f"({keyset})")
+            params.extend(keyset_params)
+        sort_columns = ", ".join(
+            f"{expression} AS _k{i}" for i, expression in enumerate(sort_values_sql(keys, dialect))
+        )
+        sql = f"SELECT {COLUMNS}, {sort_columns} FROM {table_name(name)}"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += f" ORDER BY {order_by_sql(keys, dialect)} LIMIT ?"
+        params.append(limit + 1)
+        async with self._storage.read() as conn:
+            collection = await collections.load(conn, name)
+            authorize(collection, "list", principal)
+            rows = await conn.fetch_all(sql, params)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = None
+        if more:
+            last_row = rows[-1]
+            next_cursor = self._cursors.encode(
+                scope, [last_row[f"_k{i}"] for i in range(len(keys))]
+            )
+        items = [to_public(row) for row in rows]
+        if projection is not None:
+            items = [project(item, projection) for item in items]
+        return Page(items=items, next_cursor=next_cursor)
+
+    # writes
+
+    async def write(
+        self,
+        operations: Sequence[Operation],
+        principal: Principal,
+        request: IdempotentRequest | None = None,
+    ) -> list[Outcome]:
+        """Apply ``operations`` atomically, all or nothing; one outcome per operation.
+
+        With an idempotency key, a retry returns the stored outcomes and writes nothing.
+        """
+        ttl = self._settings.idempotency_ttl_seconds
+        async with self._storage.write() as conn:
+            if request is not None:
+                stored = await idempotency.recall(conn, request, ttl)
+                if stored is not None:
+                    return [Outcome(item["status"], item["body"]) for item in stored.body]
+            outcomes = []
+            for index, operation in enumerate(operations):
+                try:
+                    outcomes.append(await self._apply(conn, operation, principal))
+                except RoostError as exc:
+                    if len(operations) > 1:
+                        exc.extra["operation"] = index
+                    raise
+            if request is not None:
+                body = [{"status": o.status, "body": o.body} for o in outcomes]
+                await idempotency.remember(conn, request, Outcome(200, body), ttl)
+        return outcomes
+
+    async def _apply(self, conn: Connection, op: Operation, principal: Principal) -> Outcome:
+        collection = await collections.load(conn, op.collection)
+        authorize(collection, op.action, principal)
+        if op.action == "create":
+            return await self._create(conn, collection, op.data or {}, principal)
+        assert op.id is not None
+        record_id = checked_id(op.id)
+        row = await _fetch(conn, op.collection, record_id)
+        if op.if_match is not None and op.if_match != row["version"]:
+            raise PreconditionFailed(
+                f"the record is at version {row['version']}, not {op.if_match}",
+                current=to_public(row),
+            )
+        if op.action == "update":
+            return await self._update(conn, collection, row, op.data or {})
+        return await self._delete(conn, collection, row)
+
+    async def _create(
+        self, conn: Connection, collection: Collection, body: JSONObject, principal: Principal
+    ) -> Outcome:
+        _check_names(body, allow_id=True)
+        data = dict(body)
+        record_id = checked_id(data.pop("id")) if "id" in data else new_id()
+        definition = collection.definition
+        data = validate_data(
+            data, definition.fields, strict=definition.options.strict, creating=True
+        )
+        now = now_iso()
+        owner = principal.id if principal.role == "user" else None
+        name = definition.name
+        try:
+            await conn.execute(
+                f"INSERT INTO {table_name(name)} ({COLUMNS}) VALUES (?, ?, ?, ?, 1, ?)",
+                (record_id, owner, now, now, _dumps(data)),
+            )
+        except UniqueViolation as exc:
+            raise _conflict(exc, record_id) from None
+        await self._storage.append_change(conn, name, record_id, "create", 1, owner, now)
+        record = {"id": record_id, "owner": owner, "created": now, "updated": now, "version": 1}
+        return Outcome(201, {**record, **data})
+
+    async def _update(
+        self, conn: Connection, collection: Collection, row: Row, patch: JSONObject
+    ) -> Outcome:
+        _check_names(patch, allow_id=False)
+        definition = collection.definition
+        data = merge_patch(orjson.loads(row["data"]), patch)
+        data = validate_data(
+            data, definition.fields, strict=definition.options.strict, creating=False
+        )
+        now = now_iso()
+        version = row["version"] + 1
+        name = definition.name
+        try:
+            await conn.execute(
+                f"UPDATE {table_name(name)} SET data = ?, updated = ?, version = ? WHERE id = ?",
+                (_dumps(data), now, version, row["id"]),
+            )
+        except UniqueViolation as exc:
+            raise _conflict(exc, row["id"]) from None
+        await self._storage.append_change(
+            conn, name, row["id"], "update", version, row["owner"], now
+        )
+        return Outcome(
+            200, to_public({**row, "updated": now, "version": version, "data": _dumps(data)})
+        )
+
+    async def _delete(self, conn: Connection, collection: Collection, row: Row) -> Outcome:
+        name = collection.definition.name
+        await conn.execute(f"DELETE FROM {table_name(name)} WHERE id = ?", (row["id"],))
+        await self._storage.append_change(
+            conn, name, row["id"], "delete", row["version"] + 1, row["owner"], now_iso()
+        )
+        return Outcome(204, None)
+
+
+async def _fetch(conn: Connection, name: str, record_id: str) -> Row:
+    row = await conn.fetch_one(
+        f"SELECT {COLUMNS} FROM {table_name(name)} WHERE id = ?", (record_id,)
+    )
+    if row is None:
+        raise NotFound(f"record {record_id} does not exist in {name!r}")
+    return row
+
+
+def _check_names(data: JSONObject, *, allow_id: bool) -> None:
+    errors = check_names(data, allow_id=allow_id)
+    if errors:
+        raise ValidationFailed(errors[0]["message"], errors)
+
+
+def _conflict(exc: UniqueViolation, record_id: str) -> Conflict:
+    if ".id" in str(exc):
+        return Conflict(f"a record with id {record_id} already exists")
+    return Conflict("the record breaks a unique index of its collection")
+
+
+def _dumps(data: JSONObject) -> str:
+    return orjson.dumps(data).decode()

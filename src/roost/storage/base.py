@@ -1,0 +1,139 @@
+"""The storage port: one small interface, one module per backend.
+
+Services write SQL with ``?`` placeholders against the tables Roost owns; an adapter runs
+it, owns the dialect differences (``dialect``), the change log and the per-collection DDL.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from roost.query.sql import Dialect
+from roost.settings import Settings
+
+Row = Mapping[str, Any]
+Op = Literal["create", "update", "delete"]
+
+
+class StorageError(Exception):
+    """A failure of the database itself (connection lost, disk full, busy too long)."""
+
+
+class UniqueViolation(StorageError):
+    """A write broke a unique index; ``index`` names it when the backend says which."""
+
+    def __init__(self, message: str, index: str | None = None) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+@dataclass(frozen=True, slots=True)
+class IndexSpec:
+    """A declared collection index: field paths in order, and whether it is unique."""
+
+    fields: tuple[str, ...]
+    unique: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One committed write, as the change log holds it."""
+
+    position: int
+    collection: str
+    record_id: str
+    op: Op
+    version: int
+    owner: str | None
+    at: str
+
+
+class Connection(ABC):
+    """A connection inside ``Storage.read()`` or one transaction inside ``Storage.write()``."""
+
+    @abstractmethod
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run a statement; return the number of rows it changed."""
+
+    @abstractmethod
+    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Run a query; return every row as a mapping of column name to value."""
+
+    @abstractmethod
+    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        """Run a query; return its first row or None."""
+
+
+class Storage(ABC):
+    """A database holding collections, records, the change log and Roost's own tables."""
+
+    dialect: Dialect
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect and run pending migrations (once, even with several instances)."""
+
+    @abstractmethod
+    def read(self) -> AbstractAsyncContextManager[Connection]:
+        """A connection for reads; it sees only committed data."""
+
+    @abstractmethod
+    def write(self) -> AbstractAsyncContextManager[Connection]:
+        """One transaction: committed (durably) when the block ends, rolled back on error."""
+
+    @abstractmethod
+    async def append_change(
+        self,
+        conn: Connection,
+        collection: str,
+        record_id: str,
+        op: Op,
+        version: int,
+        owner: str | None,
+        at: str,
+    ) -> int:
+        """Append one change inside the write transaction ``conn``; return its position."""
+
+    @abstractmethod
+    async def changes_since(
+        self, position: int, collections: Sequence[str] | None, limit: int
+    ) -> list[Change]:
+        """Committed changes after ``position`` in commit order; never skips one."""
+
+    @abstractmethod
+    async def define_collection(
+        self, conn: Connection, name: str, indexes: Sequence[IndexSpec]
+    ) -> None:
+        """Create the collection's table if needed and make its indexes exactly ``indexes``."""
+
+    @abstractmethod
+    async def drop_collection(self, conn: Connection, name: str) -> None:
+        """Drop the collection's table, its indexes and its changes."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Close every connection."""
+
+
+BACKENDS = {"sqlite": "roost.storage.sqlite:SQLiteStorage"}
+
+
+def open_storage(settings: Settings) -> Storage:
+    """The storage backend named by ``settings.database_url``'s scheme (imported lazily)."""
+    scheme = settings.database_url.split(":", 1)[0]
+    target = BACKENDS.get(scheme)
+    if target is None:
+        raise ValueError(f"unsupported database URL scheme {scheme!r}")
+    module, _, name = target.partition(":")
+    cls: type[Storage] = getattr(importlib.import_module(module), name)
+    return cls(settings)  # type: ignore[call-arg]
+
+
+def table_name(collection: str) -> str:
+    """The quoted table of a collection; collection names are validated before they get here."""
+    return f'"r_{collection}"'

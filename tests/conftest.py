@@ -1,0 +1,161 @@
+"""Fixtures: a fresh app (own SQLite file in a temporary folder) per test, an admin token,
+and a real ``roost serve`` subprocess on a free port for tests that need sockets."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from roost.auth.admins import create_token
+from roost.components import Components
+from roost.http.app import create_app
+from roost.settings import Settings
+
+ADMIN_EMAIL = "admin@example.com"
+ADMIN_PASSWORD = "correct-horse-battery"
+TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
+
+
+def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    return Settings(data_dir=data_dir, secret_key=TEST_SECRET, env="dev", **overrides)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[Starlette]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+def components(app: Starlette) -> Components:
+    found: Components = app.state.components
+    return found
+
+
+@pytest.fixture
+async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://roost") as http:
+        yield http
+
+
+async def insert_admin(components: Components) -> str:
+    """An admin account without paying for argon2 (tests never log in with it)."""
+    async with components.storage.write() as conn:
+        await conn.execute(
+            "INSERT INTO _admins (id, email, password_hash, created) VALUES (?, ?, ?, ?)",
+            ("admin-1", ADMIN_EMAIL, "not-a-hash", "2026-01-01T00:00:00.000Z"),
+        )
+    return await create_token(components.storage, ADMIN_EMAIL)
+
+
+@pytest.fixture
+async def admin(components: Components, client: httpx.AsyncClient) -> httpx.AsyncClient:
+    """``client`` with an admin token on every request."""
+    token = await insert_admin(components)
+    client.headers["Authorization"] = f"Bearer {token}"
+    return client
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class LiveServer:
+    """A ``roost serve`` subprocess; ``kill()`` and ``start()`` keep its data folder."""
+
+    data_dir: Path
+    port: int
+    workers: int = 1
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def roost(self, *args: str, stdin: str | None = None) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "roost", *args, "--data-dir", str(self.data_dir)],
+            input=stdin.encode() if stdin is not None else None,
+            capture_output=True,
+            check=True,
+            env=self._env(),
+            timeout=60,
+        )
+        return done.stdout.decode()
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ROOST_")}
+        env["ROOST_LOG_LEVEL"] = "warning"
+        return env
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "roost",
+                "serve",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.workers),
+                "--data-dir",
+                str(self.data_dir),
+            ],
+            env=self._env(),
+            stdout=subprocess.DEVNULL,
+            stderr=(self.data_dir.parent / "server.log").open("ab"),
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                log = (self.data_dir.parent / "server.log").read_text()
+                raise RuntimeError(f"roost serve exited:\n{log}")
+            try:
+                if httpx.get(f"{self.url}/api/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("roost serve did not become ready in 30 s")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            self.process.wait(timeout=30)
+        self.process = None
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[LiveServer]:
+    server = LiveServer(data_dir=tmp_path / "data", port=free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill(signal.SIGTERM)
