@@ -20,8 +20,8 @@ run: $(STAMP)
 	$(BIN)/roost serve --host 127.0.0.1 --port 8090 --data-dir ./roost_data
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
 test: $(STAMP) lint

@@ -113,24 +113,25 @@ class LiveServer:
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "roost",
-                "serve",
-                "--port",
-                str(self.port),
-                "--workers",
-                str(self.workers),
-                "--data-dir",
-                str(self.data_dir),
-            ],
-            env=self._env(),
-            stdout=subprocess.DEVNULL,
-            stderr=(self.data_dir.parent / "server.log").open("ab"),
-            start_new_session=True,
-        )
+        with (self.data_dir.parent / "server.log").open("ab") as log_file:  # the child keeps a copy
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "roost",
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    str(self.workers),
+                    "--data-dir",
+                    str(self.data_dir),
+                ],
+                env=self._env(),
+                stdout=subprocess.DEVNULL,
+                stderr=log_file,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -154,6 +155,17 @@ class LiveServer:
 @pytest.fixture
 def live_server(tmp_path: Path) -> Iterator[LiveServer]:
     server = LiveServer(data_dir=tmp_path / "data", port=free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill(signal.SIGTERM)
+
+
+@pytest.fixture(scope="module")
+def module_live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """Like ``live_server``, shared by the tests of one module (its own fresh data folder)."""
+    server = LiveServer(data_dir=tmp_path_factory.mktemp("live") / "data", port=free_port())
     server.start()
     try:
         yield server

@@ -4,6 +4,7 @@ bare       - raw ASGI callable, small JSON body (pre-encoded)
 star_pure  - Starlette, one route, orjson Response, two pure-ASGI middlewares
 star_base  - same, but both middlewares are BaseHTTPMiddleware
 """
+
 import itertools
 
 import orjson
@@ -28,12 +29,16 @@ async def bare(scope, receive, send):
             elif msg["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-    await send({
-        "type": "http.response.start",
-        "status": 200,
-        "headers": [(b"content-type", b"application/json"),
-                    (b"content-length", str(len(BODY)).encode())],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(BODY)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": BODY})
 
 
@@ -87,8 +92,9 @@ class ServerHeaderMiddleware:
 
 
 routes = [Route("/", hello)]
-star_pure = Starlette(routes=routes, middleware=[
-    Middleware(RequestIdMiddleware), Middleware(ServerHeaderMiddleware)])
+star_pure = Starlette(
+    routes=routes, middleware=[Middleware(RequestIdMiddleware), Middleware(ServerHeaderMiddleware)]
+)
 
 
 # --- 4: Starlette + BaseHTTPMiddleware -----------------------------------
@@ -106,5 +112,6 @@ class ServerHeaderBase(BaseHTTPMiddleware):
         return response
 
 
-star_base = Starlette(routes=routes, middleware=[
-    Middleware(RequestIdBase), Middleware(ServerHeaderBase)])
+star_base = Starlette(
+    routes=routes, middleware=[Middleware(RequestIdBase), Middleware(ServerHeaderBase)]
+)

@@ -4,15 +4,26 @@ Calls each app in apps.py directly with a minimal HTTP scope, so the numbers
 isolate Starlette routing + middleware cost from the server.
 Usage: <project venv>/bin/python inproc.py
 """
+
 import asyncio
 import time
 
 import apps
 
-SCOPE = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-         "method": "GET", "scheme": "http", "path": "/", "raw_path": b"/",
-         "root_path": "", "query_string": b"", "headers": [(b"host", b"x")],
-         "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1)}
+SCOPE = {
+    "type": "http",
+    "asgi": {"version": "3.0"},
+    "http_version": "1.1",
+    "method": "GET",
+    "scheme": "http",
+    "path": "/",
+    "raw_path": b"/",
+    "root_path": "",
+    "query_string": b"",
+    "headers": [(b"host", b"x")],
+    "server": ("127.0.0.1", 80),
+    "client": ("127.0.0.1", 1),
+}
 
 
 async def receive():
@@ -40,6 +51,7 @@ async def main():
 if __name__ == "__main__":
     try:
         import uvloop
+
         uvloop.run(main())
     except ImportError:
         asyncio.run(main())

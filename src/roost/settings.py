@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -84,10 +84,6 @@ class Settings(BaseSettings):
         return self.model_copy(
             update={"secret_key": SecretStr(load_or_create_secret(self.data_dir))}
         )
-
-    def override(self, **changes: Any) -> Settings:
-        """A validated copy with some fields changed."""
-        return type(self)(**{**self.model_dump(), **changes})
 
 
 def load_or_create_secret(data_dir: Path) -> str:

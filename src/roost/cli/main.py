@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import tomllib
 from collections.abc import Sequence
 from pathlib import Path
+
+from pydantic import ValidationError
 
 from roost import __version__
 from roost.cli import admin, serve
@@ -46,5 +50,22 @@ def _data_dir(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result: int = args.handler(args)
+    try:
+        result: int = args.handler(args)
+    except ValidationError as exc:
+        print(f"roost: invalid settings:\n{describe(exc)}", file=sys.stderr)
+        return 2
+    except tomllib.TOMLDecodeError as exc:
+        print(f"roost: the configuration file is not valid TOML: {exc}", file=sys.stderr)
+        return 2
     return result
+
+
+def describe(exc: ValidationError) -> str:
+    """Each problem on its own line, naming the setting but never echoing the value given:
+    pydantic's own text quotes it, and a refused secret key is still a secret."""
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        where = ".".join(str(part) for part in error["loc"]) or "settings"
+        lines.append(f"  {where}: {error['msg'].removeprefix('Value error, ')}")
+    return "\n".join(lines)

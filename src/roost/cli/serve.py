@@ -10,7 +10,6 @@ import sys
 from granian import Granian
 from granian.constants import Interfaces, Loops
 from granian.log import LogLevels
-from pydantic import ValidationError
 from starlette.applications import Starlette
 
 from roost.auth.admins import count_admins
@@ -65,11 +64,7 @@ async def _admin_hint(settings: Settings) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = settings_from(args).with_secret()
-    except ValidationError as exc:
-        print(f"roost: invalid settings:\n{exc}", file=sys.stderr)
-        return 2
+    settings = settings_from(args).with_secret()  # invalid settings: see main()
     asyncio.run(_admin_hint(settings))
     print(f"Roost listening on http://{settings.host}:{settings.port}", file=sys.stderr)
     Granian(

@@ -7,11 +7,10 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 
 from roost.components import open_components
-from roost.http.middleware import BodyLimit, RequestId
+from roost.http.middleware import BodyLimit, Cors, RequestId
 from roost.http.problems import EXCEPTION_HANDLERS
 from roost.http.routes import ROUTES
 from roost.settings import Settings
@@ -34,16 +33,19 @@ def create_app(settings: Settings) -> Starlette:
             app.state.components = components
             yield
 
-    middleware = [
-        Middleware(RequestId),
-        Middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "PATCH", "DELETE"],
-            allow_headers=ALLOWED_HEADERS,
-            expose_headers=EXPOSED_HEADERS,
-            max_age=600,
-        ),
+    middleware = [Middleware(RequestId, access_log=settings.log_level in ("debug", "info"))]
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                Cors,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST", "PATCH", "DELETE"],
+                allow_headers=ALLOWED_HEADERS,
+                expose_headers=EXPOSED_HEADERS,
+                max_age=600,
+            )
+        )
+    middleware += [
         Middleware(GZipMiddleware, minimum_size=settings.gzip_min_bytes),
         Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -21,6 +22,9 @@ from roost.errors import (
 )
 from roost.settings import Settings
 from roost.types import JSON, JSONObject
+
+INEXACT_FLOAT = float(2**63)
+"""orjson reads integer literals from here on (outside int64/uint64) as floats."""
 
 
 class JSONResponse(Response):
@@ -71,15 +75,30 @@ def decode_json(body: bytes, settings: Settings) -> JSON:
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if exc.msg.startswith("depth limit exceeded"):  # orjson's own limit, far above ours
+            raise _too_deep(settings) from None
         raise InvalidJSON(f"the body is not valid JSON: {exc.msg} at byte {exc.pos}") from None
-    check_limits(value, settings)
+    if check_limits(value, settings):
+        value = json.loads(body)  # exact integers, so validation refuses them by name
     return value
 
 
-def check_limits(value: JSON, settings: Settings) -> None:
+def _too_deep(settings: Settings) -> LimitExceeded:
+    return LimitExceeded(f"the JSON nests deeper than {settings.max_json_depth} levels")
+
+
+def check_limits(value: JSON, settings: Settings) -> bool:
+    """Raise LimitExceeded on a breach; True if a number may be an integer orjson read inexactly.
+
+    orjson reads an integer literal outside the 64-bit range as a float, silently.
+    """
+    inexact = False
     stack: list[tuple[JSON, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
+        if isinstance(item, float):
+            inexact = inexact or abs(item) >= INEXACT_FLOAT
+            continue
         if isinstance(item, str):
             if len(item) > settings.max_string_length:
                 raise LimitExceeded(
@@ -89,7 +108,7 @@ def check_limits(value: JSON, settings: Settings) -> None:
         if not isinstance(item, dict | list):
             continue
         if depth > settings.max_json_depth:
-            raise LimitExceeded(f"the JSON nests deeper than {settings.max_json_depth} levels")
+            raise _too_deep(settings)
         if isinstance(item, dict):
             if len(item) > settings.max_json_keys:
                 raise LimitExceeded(f"an object has more than {settings.max_json_keys} keys")
@@ -99,6 +118,7 @@ def check_limits(value: JSON, settings: Settings) -> None:
                 stack.append((child, depth + 1))
         else:
             stack.extend((child, depth + 1) for child in item)
+    return inexact
 
 
 async def json_object(request: Request) -> tuple[JSONObject, bytes]:
@@ -127,6 +147,6 @@ def version_tag(version: int) -> str:
 def parse_version_tag(value: str, header: str) -> int:
     """``"3"``, ``W/"3"`` or ``3`` → 3; anything else is a 400."""
     tag = value.strip().removeprefix("W/").strip('"')
-    if not tag.isdigit() or len(tag) > 18:
+    if not (tag.isascii() and tag.isdigit()) or len(tag) > 18:  # "²".isdigit() is True
         raise BadRequest(f'{header} must be a record version such as "3"')
     return int(tag)

@@ -7,10 +7,14 @@ import time
 import uuid
 
 import structlog
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from roost.errors import PayloadTooLarge
+from roost.errors import BadRequest, PayloadTooLarge
 from roost.http.problems import problem
+from roost.logs import REQUEST_ID
 
 REQUEST_ID_HEADER = b"x-request-id"
 _VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
@@ -18,10 +22,15 @@ log = structlog.get_logger("roost.access")
 
 
 class RequestId:
-    """Use the client's ``X-Request-Id`` when it is sane, else make one; echo it; log it."""
+    """Use the client's ``X-Request-Id`` when it is sane, else make one; echo it; log it.
 
-    def __init__(self, app: ASGIApp) -> None:
+    The id lives in ``roost.logs.REQUEST_ID`` for the request's duration, so every log line
+    written while serving it carries the id. One access line per request at ``info``.
+    """
+
+    def __init__(self, app: ASGIApp, access_log: bool) -> None:
         self.app = app
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -33,7 +42,6 @@ class RequestId:
                 request_id = value
         if not request_id:
             request_id = uuid.uuid4().hex.encode()
-        scope.setdefault("state", {})["request_id"] = request_id.decode()
         started = time.perf_counter()
         status = 0
 
@@ -44,10 +52,11 @@ class RequestId:
                 message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, request_id)]
             await send(message)
 
-        with structlog.contextvars.bound_contextvars(request_id=request_id.decode()):
-            try:
-                await self.app(scope, receive, send_with_id)
-            finally:
+        token = REQUEST_ID.set(request_id.decode())
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if self.access_log:
                 log.info(
                     "request",
                     method=scope["method"],
@@ -55,10 +64,29 @@ class RequestId:
                     status=status,
                     ms=round((time.perf_counter() - started) * 1000, 2),
                 )
+            REQUEST_ID.reset(token)
+
+
+class Cors(CORSMiddleware):
+    """Starlette's CORS, with a refused preflight answered as problem+json like any 4xx."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code == 200:
+            return response
+        return problem(BadRequest(bytes(response.body).decode()))
+
+
+DRAIN_LIMIT_BYTES = 16 * 1024 * 1024
+"""How much of a refused body is read and dropped so the client sees the 413, not a reset."""
 
 
 class BodyLimit:
-    """Refuse bodies over ``max_bytes``: by ``Content-Length`` at once, else while reading."""
+    """Refuse bodies over ``max_bytes``: by ``Content-Length`` at once, else while reading.
+
+    A refused body is read and dropped (up to ``DRAIN_LIMIT_BYTES``) before the answer, since
+    closing a socket with unread data makes the peer see a reset instead of the 413.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -70,7 +98,8 @@ class BodyLimit:
             return
         for name, value in scope["headers"]:
             if name == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
-                response = problem(self._error())
+                await _drain(receive, more_body=value.isdigit())
+                response = problem(self._error(), {"Connection": "close"})
                 await response(scope, receive, send)
                 return
         received = 0
@@ -81,6 +110,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    await _drain(receive, more_body=message.get("more_body", False))
                     raise self._error()
             return message
 
@@ -88,3 +118,13 @@ class BodyLimit:
 
     def _error(self) -> PayloadTooLarge:
         return PayloadTooLarge(f"the request body is larger than {self.max_bytes} bytes")
+
+
+async def _drain(receive: Receive, more_body: bool) -> None:
+    drained = 0
+    while more_body and drained < DRAIN_LIMIT_BYTES:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        drained += len(message.get("body", b""))
+        more_body = message.get("more_body", False)

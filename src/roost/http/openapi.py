@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from roost import __version__
-from roost.query.limits import MAX_LIMIT
+from roost.query.limits import DEFAULT_LIMIT, MAX_LIMIT
 
 Schema = dict[str, Any]
 
@@ -76,11 +76,83 @@ def param(name: str, where: str, schema: Schema, description: str = "") -> Schem
 
 
 STRING = {"type": "string"}
-NAME = param("name", "path", {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$"})
-RECORD_ID = param("id", "path", {"type": "string", "format": "uuid"})
-IDEMPOTENCY = param("Idempotency-Key", "header", {"type": "string", "maxLength": 255})
-IF_MATCH = param("If-Match", "header", STRING, 'Version the write expects, e.g. "3"')
+COLLECTION_NAME = "^[a-z][a-z0-9_]{0,62}$"
+UUID7 = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-7[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$"
+FIELD_NAME = "^[A-Za-z][A-Za-z0-9_]{0,63}$"
+SYSTEM_FIELDS = ["id", "owner", "created", "updated", "version"]
+NAME = param("name", "path", {"type": "string", "pattern": COLLECTION_NAME})
+RECORD_ID = param("id", "path", {"type": "string", "pattern": UUID7}, "A record id (UUIDv7)")
+IDEMPOTENCY = param(
+    "Idempotency-Key",
+    "header",
+    # 1-255 printable ASCII characters; HTTP drops leading and trailing spaces
+    {"type": "string", "pattern": "^[!-~]([ -~]{0,253}[!-~])?$"},
+    "A retry with the same key returns the first result and writes nothing twice",
+)
+IF_MATCH = param(
+    "If-Match",
+    "header",
+    {"type": "string", "pattern": '^(W/)?"?[0-9]{1,18}"?$'},
+    'Version the write expects, e.g. "3"',
+)
 ETAG = {"ETag": {"schema": STRING, "description": "The record version"}}
+TIMESTAMP = {"type": "string", "format": "date-time"}
+
+
+def client_fields(description: str, reserved: list[str]) -> Schema:
+    """A JSON object of client fields whose top-level names avoid ``reserved``."""
+    return {
+        "type": "object",
+        "description": description,
+        "propertyNames": {"pattern": FIELD_NAME, "not": {"enum": reserved}},
+        "additionalProperties": True,
+    }
+
+
+FIELD_NAMES = {"pattern": FIELD_NAME, "not": {"enum": SYSTEM_FIELDS}}
+DEFINITION_PROPERTIES: Schema = {
+    "name": {"type": "string", "pattern": COLLECTION_NAME, "not": {"const": "users"}},
+    "fields": {
+        "type": "object",
+        "maxProperties": 200,
+        "propertyNames": FIELD_NAMES,
+        "additionalProperties": ref("Field"),
+    },
+    "indexes": {
+        "type": "array",
+        "maxItems": 32,
+        "items": {
+            "type": "object",
+            "required": ["fields"],
+            "properties": {
+                "fields": {
+                    "type": "array",
+                    "items": STRING,
+                    "minItems": 1,
+                    "maxItems": 8,
+                    "uniqueItems": True,
+                    "description": "Field paths such as `score` or `author.name`",
+                },
+                "unique": {"type": "boolean"},
+            },
+            "additionalProperties": False,
+        },
+    },
+    "rules": {
+        "type": "object",
+        "description": 'Per action: null = admins only, "" = anyone, else an expression',
+        "properties": {
+            action: {"type": ["string", "null"]}
+            for action in ("list", "view", "create", "update", "delete")
+        },
+        "additionalProperties": False,
+    },
+    "options": {
+        "type": "object",
+        "properties": {"strict": {"type": "boolean"}},
+        "additionalProperties": False,
+    },
+}
 
 SCHEMAS: dict[str, Schema] = {
     "Problem": {
@@ -102,19 +174,20 @@ SCHEMAS: dict[str, Schema] = {
         "type": "object",
         "required": ["id", "owner", "created", "updated", "version"],
         "properties": {
-            "id": {"type": "string", "format": "uuid"},
+            "id": {"type": "string", "pattern": UUID7},
             "owner": {"type": ["string", "null"]},
-            "created": {"type": "string", "format": "date-time"},
-            "updated": {"type": "string", "format": "date-time"},
+            "created": TIMESTAMP,
+            "updated": TIMESTAMP,
             "version": {"type": "integer", "minimum": 1},
         },
         "additionalProperties": True,
     },
-    "RecordData": {
-        "type": "object",
-        "description": "Client fields; on create, `id` may carry a client-made UUIDv7.",
-        "additionalProperties": True,
-    },
+    "RecordCreate": client_fields(
+        "Client fields; `id` may carry a client-made UUIDv7", SYSTEM_FIELDS[1:]
+    ),
+    "RecordPatch": client_fields(
+        "A JSON merge patch (RFC 7396) of client fields: null removes a field", SYSTEM_FIELDS
+    ),
     "Page": {
         "type": "object",
         "required": ["items", "next_cursor"],
@@ -141,50 +214,25 @@ SCHEMAS: dict[str, Schema] = {
     "CollectionInput": {
         "type": "object",
         "required": ["name"],
-        "properties": {
-            "name": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$"},
-            "fields": {"type": "object", "additionalProperties": ref("Field")},
-            "indexes": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["fields"],
-                    "properties": {
-                        "fields": {"type": "array", "items": STRING, "minItems": 1},
-                        "unique": {"type": "boolean"},
-                    },
-                    "additionalProperties": False,
-                },
-            },
-            "rules": {
-                "type": "object",
-                "properties": {
-                    action: {"type": ["string", "null"]}
-                    for action in ("list", "view", "create", "update", "delete")
-                },
-                "additionalProperties": False,
-            },
-            "options": {
-                "type": "object",
-                "properties": {"strict": {"type": "boolean"}},
-                "additionalProperties": False,
-            },
-        },
+        "properties": DEFINITION_PROPERTIES,
+        "additionalProperties": False,
+    },
+    "CollectionPatch": {
+        "type": "object",
+        "description": "Each section given replaces the stored one; `name` cannot change",
+        "properties": DEFINITION_PROPERTIES,
         "additionalProperties": False,
     },
     "Collection": {
-        "allOf": [
-            ref("CollectionInput"),
-            {
-                "type": "object",
-                "required": ["created", "updated", "version"],
-                "properties": {
-                    "created": STRING,
-                    "updated": STRING,
-                    "version": {"type": "integer"},
-                },
-            },
-        ]
+        "type": "object",
+        "required": [*DEFINITION_PROPERTIES, "created", "updated", "version"],
+        "properties": {
+            **DEFINITION_PROPERTIES,
+            "created": TIMESTAMP,
+            "updated": TIMESTAMP,
+            "version": {"type": "integer", "minimum": 1},
+        },
+        "additionalProperties": False,
     },
     "BatchRequest": {
         "type": "object",
@@ -199,8 +247,8 @@ SCHEMAS: dict[str, Schema] = {
                     "required": ["action", "collection"],
                     "properties": {
                         "action": {"enum": ["create", "update", "delete"]},
-                        "collection": STRING,
-                        "id": STRING,
+                        "collection": {"type": "string", "pattern": COLLECTION_NAME},
+                        "id": {"type": "string", "pattern": UUID7},
                         "data": {"type": "object"},
                         "if_match": {"type": "integer", "minimum": 1},
                     },
@@ -233,7 +281,17 @@ LIST_PARAMETERS = [
     NAME,
     param("filter", "query", {"type": "string", "maxLength": 4096}, "Filter expression"),
     param("sort", "query", STRING, "Comma-separated fields, '-' for descending"),
-    param("limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}),
+    param(
+        "limit",
+        "query",
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+                {"type": "string", "maxLength": 0},
+            ]
+        },
+        f"Page size, 1 to {MAX_LIMIT}; absent or empty means {DEFAULT_LIMIT}",
+    ),
     param("cursor", "query", STRING, "next_cursor of the previous page"),
     param("fields", "query", STRING, "Comma-separated fields to return"),
 ]
@@ -275,7 +333,7 @@ def build_spec() -> Schema:
             "patch": operation(
                 "Change a collection (each top-level section given replaces the stored one)",
                 {"200": ok("Changed", ref("Collection"))},
-                body={"type": "object"},
+                body=ref("CollectionPatch"),
                 parameters=[NAME],
             ),
             "delete": operation(
@@ -289,7 +347,7 @@ def build_spec() -> Schema:
             "post": operation(
                 "Create a record",
                 {"201": ok("Created", ref("Record"), ETAG)},
-                body=ref("RecordData"),
+                body=ref("RecordCreate"),
                 parameters=[NAME, IDEMPOTENCY],
             ),
         },
@@ -302,7 +360,7 @@ def build_spec() -> Schema:
             "patch": operation(
                 "Merge-patch a record (RFC 7396)",
                 {"200": ok("Changed", ref("Record"), ETAG)},
-                body=ref("RecordData"),
+                body=ref("RecordPatch"),
                 parameters=[NAME, RECORD_ID, IF_MATCH, IDEMPOTENCY],
             ),
             "delete": operation(

@@ -11,7 +11,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from roost.errors import MethodNotAllowed, NotFound, RoostError
+from roost.errors import MethodNotAllowed, NotFound, RoostError, Unavailable
+from roost.storage.base import StorageError
 
 PROBLEM_TYPE = "https://roost.dev/problems/"
 log = structlog.get_logger("roost.http")
@@ -52,6 +53,13 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return problem(RoostError(str(exc.detail)), exc.headers, status=exc.status_code)
 
 
+async def storage_error(request: Request, exc: Exception) -> Response:
+    """The database failed or stayed busy: retryable, and nothing was written."""
+    log.warning("storage error", error=str(exc), path=request.url.path)
+    error = Unavailable("the database is busy or unavailable; retry shortly")
+    return problem(error, {"Retry-After": "1"})
+
+
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     """A bug: log it with the request id; tell the client nothing about the inside."""
     log.exception("unhandled error", path=request.url.path, method=request.method)
@@ -62,5 +70,6 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
 EXCEPTION_HANDLERS = {
     RoostError: roost_error,
     HTTPException: http_error,
+    StorageError: storage_error,
     Exception: unexpected_error,
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Annotated, Any
 
 import orjson
@@ -158,11 +159,17 @@ async def load(conn: Connection, name: str) -> Collection:
     if row is None:
         raise NotFound(f"collection {name!r} does not exist")
     return Collection(
-        definition=CollectionDef.model_validate_json(row["definition"]),
+        definition=_parsed(row["definition"]),
         created=row["created"],
         updated=row["updated"],
         version=row["version"],
     )
+
+
+@lru_cache(maxsize=1024)
+def _parsed(stored: str) -> CollectionDef:
+    """A stored definition, parsed once per process (definitions are immutable values)."""
+    return CollectionDef.model_validate_json(stored)
 
 
 class Collections:

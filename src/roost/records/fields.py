@@ -33,8 +33,8 @@ class FieldSpec(BaseModel):
     required: bool = False
     default: JSON = None
     max_length: Annotated[int, Field(ge=0)] | None = None
-    min: float | None = None
-    max: float | None = None
+    min: int | float | None = None
+    max: int | float | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> FieldSpec:
@@ -47,8 +47,11 @@ class FieldSpec(BaseModel):
             raise ValueError("min and max apply to number and integer fields only")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError("min is greater than max")
-        if self.default is not None and check_value("default", self, self.default)[1]:
-            raise ValueError("default does not match the field's own type and limits")
+        if self.default is not None:
+            errors: list[dict[str, str]] = []
+            check_values(self.default, "default", errors)
+            if errors or check_value("default", self, self.default)[1]:
+                raise ValueError("default does not match the field's own type and limits")
         return self
 
 
@@ -110,8 +113,8 @@ def _is_integral(value: int | float) -> bool:
     return isinstance(value, int) or value.is_integer()
 
 
-def _plain(number: float) -> str:
-    return str(int(number)) if number.is_integer() else str(number)
+def _plain(number: int | float) -> str:
+    return str(number)
 
 
 def check_names(data: Mapping[str, JSON], *, allow_id: bool = False) -> list[dict[str, str]]:
@@ -132,19 +135,29 @@ def check_names(data: Mapping[str, JSON], *, allow_id: bool = False) -> list[dic
     return errors
 
 
-def check_integers(value: JSON, path: str, errors: list[dict[str, str]]) -> None:
-    """Append an error for every integer outside the safe range, at any depth."""
+def check_values(value: JSON, path: str, errors: list[dict[str, str]]) -> None:
+    """Append an error for every value no backend can hold exactly, at any depth.
+
+    Integers must lie within ±(2**53 - 1); strings and keys must not hold U+0000 (SQLite's
+    JSON functions stop reading a string there).
+    """
     if isinstance(value, bool):
         return
     if isinstance(value, int):
         if abs(value) > MAX_SAFE_INTEGER:
             errors.append({"field": path, "message": "integers must lie within ±(2^53 - 1)"})
+    elif isinstance(value, str):
+        if "\x00" in value:
+            errors.append({"field": path, "message": "strings must not contain U+0000"})
     elif isinstance(value, dict):
         for key, item in value.items():
-            check_integers(item, f"{path}.{key}" if path else key, errors)
+            child = f"{path}.{key}" if path else key
+            if "\x00" in key:
+                errors.append({"field": path, "message": "keys must not contain U+0000"})
+            check_values(item, child, errors)
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            check_integers(item, f"{path}.{index}", errors)
+            check_values(item, f"{path}.{index}", errors)
 
 
 def validate_data(
@@ -156,7 +169,7 @@ def validate_data(
     offending field at once.
     """
     errors: list[dict[str, str]] = []
-    check_integers(data, "", errors)
+    check_values(data, "", errors)
     result = dict(data)
     for name, spec in schema.items():
         if name not in result or result[name] is None:

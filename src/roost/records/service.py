@@ -81,7 +81,10 @@ def to_public(row: Row) -> JSONObject:
     }
 
 
-def checked_id(record_id: str) -> str:
+def checked_id(record_id: JSON) -> str:
+    """``record_id`` in canonical lowercase form; InvalidId unless it is a UUIDv7 string."""
+    if not isinstance(record_id, str):
+        raise InvalidId("a record id is a UUIDv7 string")
     if not is_uuid7(record_id):
         raise InvalidId(f"{record_id[:80]!r} is not a record id (a UUIDv7)")
     return record_id.lower()
@@ -186,10 +189,13 @@ class Records:
         operations: Sequence[Operation],
         principal: Principal,
         request: IdempotentRequest | None = None,
+        *,
+        batch: bool = False,
     ) -> list[Outcome]:
         """Apply ``operations`` atomically, all or nothing; one outcome per operation.
 
-        With an idempotency key, a retry returns the stored outcomes and writes nothing.
+        With an idempotency key, a retry returns the stored outcomes and writes nothing. In a
+        ``batch``, the error of a failing operation carries its index as ``operation``.
         """
         ttl = self._settings.idempotency_ttl_seconds
         async with self._storage.write() as conn:
@@ -202,7 +208,7 @@ class Records:
                 try:
                     outcomes.append(await self._apply(conn, operation, principal))
                 except RoostError as exc:
-                    if len(operations) > 1:
+                    if batch:
                         exc.extra["operation"] = index
                     raise
             if request is not None:

@@ -137,6 +137,8 @@ class SQLiteStorage(Storage):
         writer = self._require_writer()
         async with self._write_lock:
             try:
+                if writer.in_transaction:  # a rollback was interrupted by a second cancel
+                    await writer.execute("ROLLBACK")
                 await writer.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
                 raise StorageError(str(exc)) from exc

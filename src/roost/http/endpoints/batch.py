@@ -70,7 +70,7 @@ async def batch(request: Request) -> Response:
     idempotency = idempotent_request(
         request.headers.get("idempotency-key"), caller.scope, request.method, request.url.path, raw
     )
-    outcomes = await components(request).records.write(operations, caller, idempotency)
+    outcomes = await components(request).records.write(operations, caller, idempotency, batch=True)
     return JSONResponse(
         {"results": [{"status": outcome.status, "record": outcome.body} for outcome in outcomes]}
     )

@@ -1,0 +1,58 @@
+"""Helpers shared by the guarantee tests that run a real ``roost serve``.
+
+Imported as ``guarantees.live`` (``tests/`` is on ``sys.path``); it holds no fixtures, so
+no second ``conftest.py`` is needed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from roost.settings import Settings
+from roost.storage.base import Change, open_storage
+
+if TYPE_CHECKING:
+    from conftest import LiveServer
+
+ADMIN_EMAIL = "ops@example.com"
+ADMIN_PASSWORD = "a-long-enough-password"
+SECRET = "guarantees-secret-key-that-is-long-enough-42"
+
+
+def admin_token(server: LiveServer) -> str:
+    """Create an admin with the CLI (password on stdin) and return a new API token."""
+    server.roost("admin", "create", ADMIN_EMAIL, stdin=ADMIN_PASSWORD + "\n")
+    token = server.roost("admin", "token", ADMIN_EMAIL).strip()
+    assert token.startswith("roost_admin_"), token
+    return token
+
+
+def restart(server: LiveServer, workers: int) -> None:
+    """Stop ``server`` (gracefully) and start it again on the same data with ``workers``."""
+    server.kill(15)
+    server.workers = workers
+    server.start()
+
+
+def create_collection(url: str, token: str, definition: dict[str, Any]) -> None:
+    response = httpx.post(
+        f"{url}/api/collections",
+        json=definition,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    assert response.status_code == 201, response.text
+
+
+async def read_changes(data_dir: Path, collection: str) -> list[Change]:
+    """Every change of ``collection``, read from the data folder with a fresh storage."""
+    settings = Settings(data_dir=data_dir, secret_key=SECRET, env="dev")
+    storage = open_storage(settings)
+    await storage.open()
+    try:
+        return await storage.changes_since(0, [collection], 1_000_000)
+    finally:
+        await storage.aclose()
