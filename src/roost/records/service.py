@@ -30,13 +30,14 @@ from roost.query.fields import parse_fields, project
 from roost.query.limits import DEFAULT_LIMIT, MAX_LIMIT
 from roost.query.parser import parse
 from roost.query.sort import (
+    SortKey,
     keyset_sql,
     order_by_sql,
     parse_sort,
     sort_values_sql,
     with_tiebreaker,
 )
-from roost.query.sql import compile_filter
+from roost.query.sql import Dialect, compile_filter
 from roost.records import collections, idempotency
 from roost.records.collections import Collection
 from roost.records.cursor import PageCursors
@@ -131,11 +132,8 @@ class Records:
         dialect = self._storage.dialect
         try:
             keys = with_tiebreaker(parse_sort(sort or DEFAULT_SORT))
-            where = (
-                compile_filter(parse(filter), dialect, expression_context(principal))
-                if (filter)
-                else None
-            )
+            context = expression_context(principal)
+            where = compile_filter(parse(filter), dialect, context) if filter else None
             projection = parse_fields(fields) if fields else None
         except ExpressionError as exc:
             raise InvalidFilter(str(exc), position=exc.position) from None
@@ -144,27 +142,14 @@ class Records:
                 f"limit must be between 1 and {MAX_LIMIT}",
                 [{"field": "limit", "message": f"between 1 and {MAX_LIMIT}"}],
             )
-        scope = f"{name}\n{sort or DEFAULT_SORT}"
-        clauses: list[str] = []
-        params: list[Any] = []
-        if where is not None:
-            clauses.append(f"({where[0]})")
-            params.extend(where[1])
+        scope = f"{name}\n{','.join(str(key) for key in keys)}"
+        clauses = [where] if where else []
         if cursor:
             last = self._cursors.decode(scope, cursor)
             if len(last) != len(keys):
                 raise InvalidCursor("the cursor does not fit this sort order")
-            keyset, keyset_params = keyset_sql(keys, last, dialect)
-            clauses.append(f"({keyset})")
-            params.extend(keyset_params)
-        sort_columns = ", ".join(
-            f"{expression} AS _k{i}" for i, expression in enumerate(sort_values_sql(keys, dialect))
-        )
-        sql = f"SELECT {COLUMNS}, {sort_columns} FROM {table_name(name)}"
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        sql += f" ORDER BY {order_by_sql(keys, dialect)} LIMIT ?"
-        params.append(limit + 1)
+            clauses.append(keyset_sql(keys, last, dialect))
+        sql, params = _select_page(name, keys, clauses, limit + 1, dialect)
         async with self._storage.read() as conn:
             collection = await collections.load(conn, name)
             authorize(collection, "list", principal)
@@ -290,6 +275,27 @@ class Records:
             conn, name, row["id"], "delete", row["version"] + 1, row["owner"], now_iso()
         )
         return Outcome(204, None)
+
+
+def _select_page(
+    name: str,
+    keys: Sequence[SortKey],
+    clauses: Sequence[tuple[str, Sequence[Any]]],
+    limit: int,
+    dialect: Dialect,
+) -> tuple[str, list[Any]]:
+    """One page of ``name``: rows passing every clause, in ``keys`` order, with sort values."""
+    sort_values = sort_values_sql(keys, dialect)
+    selected = ", ".join(f"{value} AS _k{i}" for i, value in enumerate(sort_values))
+    sql = f"SELECT {COLUMNS}, {selected} FROM {table_name(name)}"
+    params: list[Any] = []
+    if clauses:
+        sql += " WHERE " + " AND ".join(f"({clause})" for clause, _ in clauses)
+        for _, clause_params in clauses:
+            params.extend(clause_params)
+    sql += f" ORDER BY {order_by_sql(keys, dialect)} LIMIT ?"
+    params.append(limit)
+    return sql, params
 
 
 async def _fetch(conn: Connection, name: str, record_id: str) -> Row:
