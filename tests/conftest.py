@@ -18,7 +18,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from roost.auth.admins import create_token
+from roost.auth.sessions import Device
 from roost.components import Components
 from roost.http.app import create_app
 from roost.settings import Settings
@@ -28,8 +28,15 @@ ADMIN_PASSWORD = "correct-horse-battery"
 TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"
 
 
+TEST_DEVICE = Device(name="pytest", user_agent="pytest", ip="127.0.0.1")
+CHEAP_PASSWORDS = {"password_time_cost": 1, "password_memory_kib": 64}
+"""argon2id at the lowest cost, so tests that sign in stay fast (the tests of hashing
+itself set their own cost)."""
+
+
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
-    return Settings(data_dir=data_dir, secret_key=TEST_SECRET, env="dev", **overrides)
+    values: dict[str, Any] = {**CHEAP_PASSWORDS, **overrides}
+    return Settings(data_dir=data_dir, secret_key=TEST_SECRET, env="dev", **values)
 
 
 @pytest.fixture
@@ -57,14 +64,11 @@ async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
-async def insert_admin(components: Components) -> str:
-    """An admin account without paying for argon2 (tests never log in with it)."""
-    async with components.storage.write() as conn:
-        await conn.execute(
-            "INSERT INTO _admins (id, email, password_hash, created) VALUES (?, ?, ?, ?)",
-            ("admin-1", ADMIN_EMAIL, "not-a-hash", "2026-01-01T00:00:00.000Z"),
-        )
-    return await create_token(components.storage, ADMIN_EMAIL)
+async def insert_admin(components: Components, email: str = ADMIN_EMAIL) -> str:
+    """An admin account, signed in: returns its access token."""
+    await components.accounts.create_admin(email, ADMIN_PASSWORD)
+    signed_in = await components.accounts.login(email, ADMIN_PASSWORD, TEST_DEVICE)
+    return signed_in.access_token
 
 
 @pytest.fixture

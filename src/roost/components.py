@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from roost.auth.service import Accounts
+from roost.auth.tokens import AccessTokens
 from roost.records.collections import Collections
 from roost.records.service import Records
 from roost.settings import Settings
@@ -18,6 +20,17 @@ class Components:
     storage: Storage
     collections: Collections
     records: Records
+    tokens: AccessTokens
+    accounts: Accounts
+
+
+def access_tokens(settings: Settings) -> AccessTokens:
+    assert settings.secret_key is not None, "call Settings.with_secret() first"
+    return AccessTokens(
+        settings.secret_key.get_secret_value(),
+        [key.get_secret_value() for key in settings.previous_secret_keys],
+        settings.access_token_ttl_seconds,
+    )
 
 
 @asynccontextmanager
@@ -27,11 +40,17 @@ async def open_components(settings: Settings) -> AsyncIterator[Components]:
     storage = open_storage(settings)
     try:
         await storage.open()
+        collections = Collections(storage)
+        await collections.ensure_builtin()
+        records = Records(storage, settings)
+        tokens = access_tokens(settings)
         yield Components(
             settings=settings,
             storage=storage,
-            collections=Collections(storage),
-            records=Records(storage, settings),
+            collections=collections,
+            records=records,
+            tokens=tokens,
+            accounts=Accounts(storage, records, tokens, settings),
         )
     finally:
         await storage.aclose()

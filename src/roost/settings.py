@@ -11,7 +11,7 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,6 +21,29 @@ from pydantic_settings import (
 
 SECRET_FILE = "secret_key"
 MIN_SECRET_LENGTH = 32
+
+
+class OIDCProvider(BaseModel):
+    """An OpenID Connect identity provider whose ID tokens sign users in."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    issuer: str
+    jwks_url: str
+    client_ids: list[str]
+    """Accepted audiences: the app's client ids (bundle id / services id for Apple)."""
+
+
+APPLE = OIDCProvider(
+    issuer="https://appleid.apple.com",
+    jwks_url="https://appleid.apple.com/auth/keys",
+    client_ids=[],
+)
+GOOGLE = OIDCProvider(
+    issuer="https://accounts.google.com",
+    jwks_url="https://www.googleapis.com/oauth2/v3/certs",
+    client_ids=[],
+)
 
 
 class Settings(BaseSettings):
@@ -33,7 +56,9 @@ class Settings(BaseSettings):
     cache_url: str = "memory://"
     broker_url: str = "memory://"
     secret_key: SecretStr | None = None
-    """Signs cursors (and tokens later). Generated into the data folder when not given."""
+    """Signs access tokens and cursors. Generated into the data folder when not given."""
+    previous_secret_keys: list[SecretStr] = []
+    """Former secret keys: access tokens they signed verify until they expire."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8090, ge=0, le=65535)
@@ -52,6 +77,29 @@ class Settings(BaseSettings):
     sqlite_readers: int = Field(default=4, ge=1, le=64)
     idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=60)
 
+    public_url: str = ""
+    """Base URL of this server in links sent by mail (default ``http://host:port``)."""
+    access_token_ttl_seconds: int = Field(default=15 * 60, ge=30, le=24 * 3600)
+    """Also the longest time a revoked session's access token keeps working."""
+    refresh_token_ttl_seconds: int = Field(default=60 * 24 * 3600, ge=3600)
+    password_time_cost: int = Field(default=3, ge=1, le=20)
+    """argon2id iterations; with ``password_memory_kib``, the cost of a login."""
+    password_memory_kib: int = Field(default=65536, ge=64, le=4 * 1024 * 1024)
+    trusted_proxies: list[str] = []
+    """Addresses or networks (CIDR) whose ``X-Forwarded-For`` names the client."""
+    ratelimit_url: str = "memory://"
+    auth_rate_limit_ip: str = "60/minute"
+    """Sign-in attempts (signup, login, refresh, forgot, OIDC) per client address."""
+    auth_rate_limit_account: str = "10/minute"
+    """Sign-in attempts per email address or account."""
+    smtp_url: str = ""
+    """``smtp://user:password@host:587`` (STARTTLS) or ``smtps://...:465``; empty: log mails."""
+    mail_from: str = "Roost <no-reply@localhost>"
+    oidc_apple_client_ids: list[str] = []
+    oidc_google_client_ids: list[str] = []
+    oidc_providers: dict[str, OIDCProvider] = {}
+    """More providers by name (the built-in ``apple`` and ``google`` need only client ids)."""
+
     @field_validator("secret_key")
     @classmethod
     def _strong_secret(cls, value: SecretStr | None) -> SecretStr | None:
@@ -64,6 +112,18 @@ class Settings(BaseSettings):
         if not self.database_url:
             object.__setattr__(self, "database_url", f"sqlite:///{self.data_dir / 'roost.db'}")
         return self
+
+    def identity_providers(self) -> dict[str, OIDCProvider]:
+        """Every provider that has at least one client id, by name."""
+        providers = {
+            "apple": APPLE.model_copy(update={"client_ids": self.oidc_apple_client_ids}),
+            "google": GOOGLE.model_copy(update={"client_ids": self.oidc_google_client_ids}),
+            **self.oidc_providers,
+        }
+        return {name: p for name, p in providers.items() if p.client_ids}
+
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @classmethod
     def settings_customise_sources(

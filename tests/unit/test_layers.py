@@ -17,7 +17,7 @@ LAYERS = {
     "types": 0,
     "settings": 0,
     "logs": 0,
-    "storage": 1,
+    "storage": 1, "mail": 1, "ratelimit": 1,
     "auth": 2,
     "records": 2,
     "components": 3,

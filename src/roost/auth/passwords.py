@@ -9,10 +9,6 @@ from argon2.exceptions import InvalidHashError, VerificationError
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 256  # bounds hashing cost per request
 
-_hasher = PasswordHasher()
-DUMMY_HASH = _hasher.hash("roost-dummy-password-for-timing")
-"""Verified against when an account is unknown, so timing does not tell it exists."""
-
 
 def check_password_policy(password: str) -> str | None:
     """Why ``password`` is unacceptable, or None when it is fine."""
@@ -23,17 +19,32 @@ def check_password_policy(password: str) -> str | None:
     return None
 
 
-async def hash_password(password: str) -> str:
-    return await anyio.to_thread.run_sync(_hasher.hash, password)
+class Passwords:
+    """argon2id at the configured cost; hashes made at another cost are redone on login."""
 
+    def __init__(self, time_cost: int, memory_kib: int) -> None:
+        self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib)
+        self._dummy = self._hasher.hash("roost-dummy-password-for-timing")
 
-async def verify_password(password_hash: str | None, password: str) -> bool:
-    """Verify in a worker thread; an unknown account (``None``) costs the same time."""
+    async def hash(self, password: str) -> str:
+        return await anyio.to_thread.run_sync(self._hasher.hash, password)
 
-    def verify() -> bool:
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        """Verify in a worker thread; an unknown account (``None``) costs the same time."""
+
+        def verify() -> bool:
+            try:
+                return self._hasher.verify(password_hash or self._dummy, password) and bool(
+                    password_hash
+                )
+            except (VerificationError, InvalidHashError):
+                return False
+
+        return await anyio.to_thread.run_sync(verify)
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        """True when ``password_hash`` was made with other parameters than today's."""
         try:
-            return _hasher.verify(password_hash or DUMMY_HASH, password) and bool(password_hash)
-        except (VerificationError, InvalidHashError):
-            return False
-
-    return await anyio.to_thread.run_sync(verify)
+            return self._hasher.check_needs_rehash(password_hash)
+        except InvalidHashError:
+            return True

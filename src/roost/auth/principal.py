@@ -15,6 +15,9 @@ class Principal:
     id: str | None
     role: Role | None = None
     verified: bool = False
+    session_id: str | None = None
+    anonymous: bool = False
+    """A guest account (``/api/auth/anonymous``): a user with an id but no email yet."""
 
     @property
     def is_admin(self) -> bool:
@@ -23,7 +26,9 @@ class Principal:
     @property
     def scope(self) -> str:
         """A stable name for this caller, used to keep callers' idempotency keys apart."""
-        return f"{self.role}:{self.id}" if self.id else "anonymous"
+        return f"user:{self.id}" if self.id else "anonymous"
 
 
 ANONYMOUS = Principal(id=None)
+SYSTEM = Principal(id=None, role="admin", verified=True)
+"""The server acting for itself (auth flows writing user records): passes every rule."""

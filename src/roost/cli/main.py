@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_dir(serve_cmd)
     serve_cmd.set_defaults(handler=serve.run)
 
-    admin_cmd = commands.add_parser("admin", help="manage admin accounts and tokens")
+    admin_cmd = commands.add_parser("admin", help="manage admin accounts")
     admin_commands = admin_cmd.add_subparsers(dest="admin_command", required=True)
     create = admin_commands.add_parser(
         "create", help="create an admin (password from the prompt, or one line of stdin)"
@@ -33,11 +33,6 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("email")
     _data_dir(create)
     create.set_defaults(handler=admin.create)
-    token = admin_commands.add_parser("token", help="print a new admin API token")
-    token.add_argument("email")
-    token.add_argument("--name", default="cli", help="a label for the token")
-    _data_dir(token)
-    token.set_defaults(handler=admin.token)
 
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(handler=lambda args: print(__version__) or 0)

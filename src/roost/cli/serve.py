@@ -12,11 +12,10 @@ from granian.constants import Interfaces, Loops
 from granian.log import LogLevels
 from starlette.applications import Starlette
 
-from roost.auth.admins import count_admins
+from roost.components import open_components
 from roost.http.app import create_app
 from roost.logs import configure_logging
 from roost.settings import Settings
-from roost.storage.base import open_storage
 
 GRACEFUL_SHUTDOWN_SECONDS = 10
 OVERRIDES = {
@@ -48,17 +47,12 @@ def app_factory() -> Starlette:
 
 
 async def _admin_hint(settings: Settings) -> None:
-    storage = open_storage(settings)
-    try:
-        await storage.open()
-        admins = await count_admins(storage)
-    finally:
-        await storage.aclose()
+    async with open_components(settings) as components:
+        admins = await components.accounts.count_admins()
     if admins == 0:
         print(
             "No admin yet. Create one with:\n"
-            f"  roost admin create you@example.com --data-dir {settings.data_dir}\n"
-            f"  roost admin token you@example.com --data-dir {settings.data_dir}",
+            f"  roost admin create you@example.com --data-dir {settings.data_dir}",
             file=sys.stderr,
         )
 

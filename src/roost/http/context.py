@@ -9,7 +9,6 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from roost.auth.admins import principal_for_token
 from roost.auth.principal import ANONYMOUS, Principal
 from roost.components import Components
 from roost.errors import (
@@ -40,17 +39,14 @@ def components(request: Request) -> Components:
 
 
 async def principal(request: Request) -> Principal:
-    """The caller named by ``Authorization: Bearer <token>``; no header means anonymous."""
+    """The caller named by ``Authorization: Bearer <access token>``; none means anonymous."""
     header = request.headers.get("authorization")
     if header is None:
         return ANONYMOUS
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("the Authorization header must be 'Bearer <token>'")
-    found = await principal_for_token(components(request).storage, token.strip())
-    if found is None:
-        raise Unauthorized("the token is invalid or revoked")
-    return found
+        raise Unauthorized("the Authorization header must be 'Bearer <access token>'")
+    return components(request).tokens.verify(token.strip()).principal()
 
 
 async def require_admin(request: Request) -> Principal:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from roost.http.endpoints import batch, collections, health, openapi, records
+from roost.http.endpoints import auth, batch, collections, health, openapi, records, users
 
 RECORD = "/api/collections/{name}/records/{id}"
 
@@ -23,4 +23,19 @@ ROUTES = [
     Route(RECORD, records.update_record, methods=["PATCH"]),
     Route(RECORD, records.delete_record, methods=["DELETE"]),
     Route("/api/batch", batch.batch, methods=["POST"]),
+    Route("/api/users", users.list_users, methods=["GET"]),
+    Route("/api/users/{id}", users.get_user, methods=["GET"]),
+    Route("/api/auth/signup", auth.signup, methods=["POST"]),
+    Route("/api/auth/login", auth.login, methods=["POST"]),
+    Route("/api/auth/anonymous", auth.anonymous, methods=["POST"]),
+    Route("/api/auth/upgrade", auth.upgrade, methods=["POST"]),
+    Route("/api/auth/refresh", auth.refresh, methods=["POST"]),
+    Route("/api/auth/logout", auth.logout, methods=["POST"]),
+    Route("/api/auth/sessions", auth.list_sessions, methods=["GET"]),
+    Route("/api/auth/sessions", auth.revoke_other_sessions, methods=["DELETE"]),
+    Route("/api/auth/sessions/{id}", auth.revoke_session, methods=["DELETE"]),
+    Route("/api/auth/me", auth.get_me, methods=["GET"]),
+    Route("/api/auth/me", auth.update_me, methods=["PATCH"]),
+    Route("/api/auth/me", auth.delete_me, methods=["DELETE"]),
+    Route("/api/auth/password/change", auth.change_password, methods=["POST"]),
 ]

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from roost.errors import Conflict, NotFound, ValidationFailed
+from roost.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from roost.query.errors import ExpressionError
 from roost.query.parser import parse, parse_path
 from roost.records.fields import FIELD_NAME, SYSTEM_FIELDS, FieldSpec, now_iso
@@ -17,7 +17,6 @@ from roost.storage.base import Connection, IndexSpec, Storage, UniqueViolation
 from roost.types import JSONObject
 
 COLLECTION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-RESERVED_COLLECTIONS = frozenset({"users"})
 ACTIONS = ("list", "view", "create", "update", "delete")
 MAX_FIELDS = 200
 MAX_INDEXES = 32
@@ -88,8 +87,6 @@ class CollectionDef(BaseModel):
     def _name(cls, name: str) -> str:
         if not COLLECTION_NAME.match(name):
             raise ValueError("collection names match ^[a-z][a-z0-9_]{0,62}$")
-        if name in RESERVED_COLLECTIONS:
-            raise ValueError(f"{name!r} is reserved for a built-in collection")
         return name
 
     @field_validator("fields")
@@ -129,8 +126,46 @@ class Collection(BaseModel):
         }
 
 
+USERS = "users"
+USER_FIELDS = {
+    "email": FieldSpec(type="string", max_length=254, hidden=True),
+    "verified": FieldSpec(type="boolean", required=True, default=False),
+    "anonymous": FieldSpec(type="boolean", required=True, default=False),
+    "role": FieldSpec(type="string", required=True, default="user", values=["user", "admin"]),
+}
+"""Fields every user has; only the auth endpoints and admins write them."""
+USERS_DEFINITION = CollectionDef(
+    name=USERS,
+    fields=USER_FIELDS,
+    indexes=[IndexDef(fields=["email"], unique=True)],
+    rules=Rules(list="id = @auth.id", view="id = @auth.id"),
+)
+BUILTIN = {USERS: USERS_DEFINITION}
+
+
+def with_builtin_parts(definition: CollectionDef) -> CollectionDef:
+    """A built-in collection keeps its own fields and indexes whatever an admin changes."""
+    builtin = BUILTIN.get(definition.name)
+    if builtin is None:
+        return definition
+    indexes = list(definition.indexes)
+    indexes += [index for index in builtin.indexes if index not in indexes]
+    return definition.model_copy(
+        update={"fields": {**definition.fields, **builtin.fields}, "indexes": indexes}
+    )
+
+
 def parse_definition(body: Any) -> CollectionDef:
     """Validate a definition from a request body; errors name the offending field."""
+    if isinstance(body, dict) and body.get("name") in BUILTIN:
+        raise ValidationFailed(
+            f"{body['name']!r} is a built-in collection",
+            [{"field": "name", "message": "reserved for a built-in collection"}],
+        )
+    return _validated(body)
+
+
+def _validated(body: Any) -> CollectionDef:
     try:
         return CollectionDef.model_validate(body)
     except ValidationError as exc:
@@ -188,19 +223,26 @@ class Collections:
             return await load(conn, name)
 
     async def create(self, definition: CollectionDef) -> Collection:
-        now = now_iso()
         async with self._storage.write() as conn:
-            exists = await conn.fetch_one(
-                "SELECT 1 FROM _collections WHERE name = ?", (definition.name,)
-            )
-            if exists:
+            if await _exists(conn, definition.name):
                 raise Conflict(f"collection {definition.name!r} already exists")
-            await conn.execute(
-                "INSERT INTO _collections (name, definition, created, updated, version)"
-                " VALUES (?, ?, ?, ?, 1)",
-                (definition.name, _dump(definition), now, now),
-            )
-            await self._define(conn, definition)
+            return await self._insert(conn, definition)
+
+    async def ensure_builtin(self) -> None:
+        """Create the built-in collections that do not exist yet (at start)."""
+        async with self._storage.write() as conn:
+            for definition in BUILTIN.values():
+                if not await _exists(conn, definition.name):
+                    await self._insert(conn, definition)
+
+    async def _insert(self, conn: Connection, definition: CollectionDef) -> Collection:
+        now = now_iso()
+        await conn.execute(
+            "INSERT INTO _collections (name, definition, created, updated, version)"
+            " VALUES (?, ?, ?, ?, 1)",
+            (definition.name, _dump(definition), now, now),
+        )
+        await self._define(conn, definition)
         return Collection(definition=definition, created=now, updated=now, version=1)
 
     async def update(self, name: str, patch: JSONObject) -> Collection:
@@ -211,7 +253,7 @@ class Collections:
                     "collections cannot be renamed", [{"field": "name", "message": "read-only"}]
                 )
             merged = {**current.definition.model_dump(mode="json"), **patch, "name": name}
-            definition = parse_definition(merged)
+            definition = with_builtin_parts(_validated(merged))
             now = now_iso()
             await conn.execute(
                 "UPDATE _collections SET definition = ?, updated = ?, version = version + 1"
@@ -227,6 +269,8 @@ class Collections:
         )
 
     async def delete(self, name: str) -> None:
+        if name in BUILTIN:
+            raise Forbidden(f"{name!r} is a built-in collection and cannot be dropped")
         async with self._storage.write() as conn:
             await load(conn, name)
             await conn.execute("DELETE FROM _collections WHERE name = ?", (name,))
@@ -237,6 +281,10 @@ class Collections:
             await self._storage.define_collection(conn, definition.name, definition.index_specs())
         except UniqueViolation as exc:
             raise Conflict("existing records break a unique index of this definition") from exc
+
+
+async def _exists(conn: Connection, name: str) -> bool:
+    return await conn.fetch_one("SELECT 1 FROM _collections WHERE name = ?", (name,)) is not None
 
 
 def _dump(definition: CollectionDef) -> str:

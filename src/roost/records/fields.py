@@ -8,7 +8,7 @@ clients, SQLite and PostgreSQL all hold it exactly.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -35,6 +35,10 @@ class FieldSpec(BaseModel):
     max_length: Annotated[int, Field(ge=0)] | None = None
     min: int | float | None = None
     max: int | float | None = None
+    values: Annotated[list[str | int | float | bool], Field(min_length=1)] | None = None
+    """The only values the field may take."""
+    hidden: bool = False
+    """Shown only to admins and the record's owner; nobody else may filter or sort on it."""
 
     @model_validator(mode="after")
     def _consistent(self) -> FieldSpec:
@@ -47,6 +51,11 @@ class FieldSpec(BaseModel):
             raise ValueError("min and max apply to number and integer fields only")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError("min is greater than max")
+        if self.values is not None and any(
+            check_value("values", self.model_copy(update={"values": None}), v)[1]
+            for v in self.values
+        ):
+            raise ValueError("values must all match the field's own type and limits")
         if self.default is not None:
             errors: list[dict[str, str]] = []
             check_values(self.default, "default", errors)
@@ -106,6 +115,11 @@ def check_value(name: str, spec: FieldSpec, value: JSON) -> tuple[JSON, str | No
         if normalised is None:
             return value, f"{name} must be an ISO 8601 date-time with a time zone"
         value = normalised
+    if spec.values is not None and not any(
+        allowed == value and isinstance(allowed, bool) == isinstance(value, bool)
+        for allowed in spec.values
+    ):
+        return value, f"{name} must be one of {', '.join(map(str, spec.values))}"
     return value, None
 
 
@@ -117,12 +131,12 @@ def _plain(number: int | float) -> str:
     return str(number)
 
 
-def check_names(data: Mapping[str, JSON], *, allow_id: bool = False) -> list[dict[str, str]]:
-    """Errors for top-level names that are invalid or belong to the server."""
+def check_names(data: Mapping[str, JSON], *, allow: Set[str] = frozenset()) -> list[dict[str, str]]:
+    """Errors for top-level names that are invalid or belong to the server (but ``allow``)."""
     errors = []
     for name in data:
         if name in SYSTEM_FIELDS:
-            if not (allow_id and name == "id"):
+            if name not in allow:
                 errors.append({"field": name, "message": f"{name} is set by the server"})
         elif not FIELD_NAME.match(name):
             errors.append(

@@ -16,6 +16,7 @@ import orjson
 from roost.auth.principal import Principal
 from roost.errors import (
     Conflict,
+    Forbidden,
     InvalidCursor,
     InvalidFilter,
     InvalidId,
@@ -39,11 +40,11 @@ from roost.query.sort import (
 )
 from roost.query.sql import Dialect, compile_filter
 from roost.records import collections, idempotency
-from roost.records.collections import Collection
+from roost.records.collections import USER_FIELDS, USERS, Collection
 from roost.records.cursor import PageCursors
 from roost.records.fields import check_names, merge_patch, now_iso, validate_data
 from roost.records.idempotency import IdempotentRequest, Outcome
-from roost.records.rules import authorize
+from roost.records.rules import check, list_clause, paths_of, refuse_hidden_paths, strip_hidden
 from roost.settings import Settings
 from roost.storage.base import Connection, Row, Storage, UniqueViolation, table_name
 from roost.types import JSON, JSONObject
@@ -114,9 +115,10 @@ class Records:
         record_id = checked_id(record_id)
         async with self._storage.read() as conn:
             collection = await collections.load(conn, name)
-            authorize(collection, "view", principal)
             row = await _fetch(conn, name, record_id)
-        return to_public(row)
+        record = to_public(row)
+        check(collection, "view", principal, record, expression_context(principal))
+        return strip_hidden(collection, principal, record)
 
     async def query(
         self,
@@ -130,10 +132,10 @@ class Records:
         fields: str | None = None,
     ) -> Page:
         dialect = self._storage.dialect
+        context = expression_context(principal)
         try:
             keys = with_tiebreaker(parse_sort(sort or DEFAULT_SORT))
-            context = expression_context(principal)
-            where = compile_filter(parse(filter), dialect, context) if filter else None
+            expression = parse(filter) if filter else None
             projection = parse_fields(fields) if fields else None
         except ExpressionError as exc:
             raise InvalidFilter(str(exc), position=exc.position) from None
@@ -143,16 +145,23 @@ class Records:
                 [{"field": "limit", "message": f"between 1 and {MAX_LIMIT}"}],
             )
         scope = f"{name}\n{','.join(str(key) for key in keys)}"
-        clauses = [where] if where else []
-        if cursor:
-            last = self._cursors.decode(scope, cursor)
-            if len(last) != len(keys):
-                raise InvalidCursor("the cursor does not fit this sort order")
-            clauses.append(keyset_sql(keys, last, dialect))
-        sql, params = _select_page(name, keys, clauses, limit + 1, dialect)
+        last = self._cursors.decode(scope, cursor) if cursor else None
+        if last is not None and len(last) != len(keys):
+            raise InvalidCursor("the cursor does not fit this sort order")
         async with self._storage.read() as conn:
             collection = await collections.load(conn, name)
-            authorize(collection, "list", principal)
+            read_paths = [key.path for key in keys]
+            if expression is not None:
+                read_paths += paths_of(expression)
+            refuse_hidden_paths(collection, principal, read_paths)
+            clauses = [list_clause(collection, principal, dialect, context)]
+            if expression is not None:
+                clauses.append(compile_filter(expression, dialect, context))
+            if last is not None:
+                clauses.append(keyset_sql(keys, last, dialect))
+            sql, params = _select_page(
+                name, keys, [c for c in clauses if c is not None], limit + 1, dialect
+            )
             rows = await conn.fetch_all(sql, params)
         more = len(rows) > limit
         rows = rows[:limit]
@@ -162,7 +171,7 @@ class Records:
             next_cursor = self._cursors.encode(
                 scope, [last_row[f"_k{i}"] for i in range(len(keys))]
             )
-        items = [to_public(row) for row in rows]
+        items = [strip_hidden(collection, principal, to_public(row)) for row in rows]
         if projection is not None:
             items = [project(item, projection) for item in items]
         return Page(items=items, next_cursor=next_cursor)
@@ -191,7 +200,7 @@ class Records:
             outcomes = []
             for index, operation in enumerate(operations):
                 try:
-                    outcomes.append(await self._apply(conn, operation, principal))
+                    outcomes.append(await self.apply(conn, operation, principal))
                 except RoostError as exc:
                     if batch:
                         exc.extra["operation"] = index
@@ -201,35 +210,48 @@ class Records:
                 await idempotency.remember(conn, request, Outcome(200, body), ttl)
         return outcomes
 
-    async def _apply(self, conn: Connection, op: Operation, principal: Principal) -> Outcome:
+    async def apply(self, conn: Connection, op: Operation, principal: Principal) -> Outcome:
+        """Apply one write inside the caller's transaction ``conn``."""
         collection = await collections.load(conn, op.collection)
-        authorize(collection, op.action, principal)
+        data = op.data or {}
+        _check_names(data, creating=op.action == "create", admin=principal.is_admin)
+        if collection.definition.name == USERS and not principal.is_admin:
+            _refuse_account_fields(data)
+        context = expression_context(principal, data)
         if op.action == "create":
-            return await self._create(conn, collection, op.data or {}, principal)
+            return await self._create(conn, collection, data, principal, context)
         assert op.id is not None
-        record_id = checked_id(op.id)
-        row = await _fetch(conn, op.collection, record_id)
+        row = await _fetch(conn, op.collection, checked_id(op.id))
+        record = to_public(row)
+        check(collection, op.action, principal, record, context)
         if op.if_match is not None and op.if_match != row["version"]:
             raise PreconditionFailed(
                 f"the record is at version {row['version']}, not {op.if_match}",
-                current=to_public(row),
+                current=strip_hidden(collection, principal, record),
             )
         if op.action == "update":
-            return await self._update(conn, collection, row, op.data or {})
+            return await self._update(conn, collection, row, data, principal)
         return await self._delete(conn, collection, row)
 
     async def _create(
-        self, conn: Connection, collection: Collection, body: JSONObject, principal: Principal
+        self,
+        conn: Connection,
+        collection: Collection,
+        body: JSONObject,
+        principal: Principal,
+        context: dict[str, JSON],
     ) -> Outcome:
-        _check_names(body, allow_id=True)
         data = dict(body)
         record_id = checked_id(data.pop("id")) if "id" in data else new_id()
+        owner = _owner(data.pop("owner")) if "owner" in data else principal.id
         definition = collection.definition
         data = validate_data(
             data, definition.fields, strict=definition.options.strict, creating=True
         )
         now = now_iso()
-        owner = principal.id if principal.role == "user" else None
+        system = {"id": record_id, "owner": owner, "created": now, "updated": now, "version": 1}
+        record = {**system, **data}
+        check(collection, "create", principal, record, context)
         name = definition.name
         try:
             await conn.execute(
@@ -239,13 +261,18 @@ class Records:
         except UniqueViolation as exc:
             raise _conflict(exc, record_id) from None
         await self._storage.append_change(conn, name, record_id, "create", 1, owner, now)
-        record = {"id": record_id, "owner": owner, "created": now, "updated": now, "version": 1}
-        return Outcome(201, {**record, **data})
+        return Outcome(201, strip_hidden(collection, principal, record))
 
     async def _update(
-        self, conn: Connection, collection: Collection, row: Row, patch: JSONObject
+        self,
+        conn: Connection,
+        collection: Collection,
+        row: Row,
+        patch: JSONObject,
+        principal: Principal,
     ) -> Outcome:
-        _check_names(patch, allow_id=False)
+        patch = dict(patch)
+        owner = _owner(patch.pop("owner")) if "owner" in patch else row["owner"]
         definition = collection.definition
         data = merge_patch(orjson.loads(row["data"]), patch)
         data = validate_data(
@@ -256,25 +283,27 @@ class Records:
         name = definition.name
         try:
             await conn.execute(
-                f"UPDATE {table_name(name)} SET data = ?, updated = ?, version = ? WHERE id = ?",
-                (_dumps(data), now, version, row["id"]),
+                f"UPDATE {table_name(name)} SET owner = ?, data = ?, updated = ?, version = ?"
+                " WHERE id = ?",
+                (owner, _dumps(data), now, version, row["id"]),
             )
         except UniqueViolation as exc:
             raise _conflict(exc, row["id"]) from None
-        await self._storage.append_change(
-            conn, name, row["id"], "update", version, row["owner"], now
-        )
-        return Outcome(
-            200, to_public({**row, "updated": now, "version": version, "data": _dumps(data)})
-        )
+        await self._storage.append_change(conn, name, row["id"], "update", version, owner, now)
+        stored = {**row, "owner": owner, "updated": now, "version": version, "data": _dumps(data)}
+        return Outcome(200, strip_hidden(collection, principal, to_public(stored)))
 
     async def _delete(self, conn: Connection, collection: Collection, row: Row) -> Outcome:
-        name = collection.definition.name
-        await conn.execute(f"DELETE FROM {table_name(name)} WHERE id = ?", (row["id"],))
-        await self._storage.append_change(
-            conn, name, row["id"], "delete", row["version"] + 1, row["owner"], now_iso()
-        )
+        await delete_row(self._storage, conn, collection.definition.name, row)
         return Outcome(204, None)
+
+
+async def delete_row(storage: Storage, conn: Connection, name: str, row: Row) -> None:
+    """Delete one record and append its tombstone, inside the caller's transaction."""
+    await conn.execute(f"DELETE FROM {table_name(name)} WHERE id = ?", (row["id"],))
+    await storage.append_change(
+        conn, name, row["id"], "delete", row["version"] + 1, row["owner"], now_iso()
+    )
 
 
 def _select_page(
@@ -307,10 +336,27 @@ async def _fetch(conn: Connection, name: str, record_id: str) -> Row:
     return row
 
 
-def _check_names(data: JSONObject, *, allow_id: bool) -> None:
-    errors = check_names(data, allow_id=allow_id)
+def _check_names(data: JSONObject, *, creating: bool, admin: bool) -> None:
+    """Client names only; ``id`` on create (client-made ids); ``owner`` from admins."""
+    allowed = ({"id"} if creating else set()) | ({"owner"} if admin else set())
+    errors = check_names(data, allow=allowed)
     if errors:
         raise ValidationFailed(errors[0]["message"], errors)
+
+
+def _refuse_account_fields(data: JSONObject) -> None:
+    """Only the auth endpoints and admins write a user's email, role and flags."""
+    for name in data:
+        if name in USER_FIELDS:
+            raise Forbidden(f"{name} of a user is changed through /api/auth, not here")
+
+
+def _owner(value: JSON) -> str | None:
+    if value is None or (isinstance(value, str) and 0 < len(value) <= 64):
+        return value
+    raise ValidationFailed(
+        "owner must be a user id or null", [{"field": "owner", "message": "a user id or null"}]
+    )
 
 
 def _conflict(exc: UniqueViolation, record_id: str) -> Conflict:

@@ -51,4 +51,67 @@ MIGRATIONS = (
             )""",
         ),
     ),
+    Migration(
+        2,
+        "accounts",
+        (
+            "DROP TABLE _admin_tokens",
+            "DROP TABLE _admins",
+            """CREATE TABLE _credentials (
+                user_id TEXT PRIMARY KEY,
+                password_hash TEXT NOT NULL,
+                updated TEXT NOT NULL
+            )""",
+            """CREATE TABLE _sessions (
+                id TEXT PRIMARY KEY,
+                user_id TEXT NOT NULL,
+                device TEXT NOT NULL,
+                user_agent TEXT NOT NULL,
+                ip TEXT NOT NULL,
+                created TEXT NOT NULL,
+                last_used TEXT NOT NULL,
+                expires TEXT NOT NULL,
+                revoked TEXT
+            )""",
+            "CREATE INDEX _sessions_user ON _sessions (user_id)",
+            """CREATE TABLE _refresh_tokens (
+                token_hash TEXT PRIMARY KEY,
+                session_id TEXT NOT NULL REFERENCES _sessions (id) ON DELETE CASCADE,
+                created TEXT NOT NULL,
+                used TEXT
+            )""",
+            "CREATE INDEX _refresh_tokens_session ON _refresh_tokens (session_id)",
+            """CREATE TABLE _one_time_tokens (
+                token_hash TEXT PRIMARY KEY,
+                user_id TEXT NOT NULL,
+                purpose TEXT NOT NULL,
+                email TEXT NOT NULL,
+                created TEXT NOT NULL,
+                expires TEXT NOT NULL,
+                used TEXT
+            )""",
+            "CREATE INDEX _one_time_tokens_user ON _one_time_tokens (user_id)",
+            """CREATE TABLE _identities (
+                provider TEXT NOT NULL,
+                subject TEXT NOT NULL,
+                user_id TEXT NOT NULL,
+                created TEXT NOT NULL,
+                PRIMARY KEY (provider, subject)
+            )""",
+            "CREATE INDEX _identities_user ON _identities (user_id)",
+            """CREATE TABLE _outbox (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                recipient TEXT NOT NULL,
+                subject TEXT NOT NULL,
+                body TEXT NOT NULL,
+                created TEXT NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_attempt TEXT NOT NULL,
+                claimed_until TEXT,
+                sent TEXT,
+                last_error TEXT
+            )""",
+            "CREATE INDEX _outbox_pending ON _outbox (sent, next_attempt)",
+        ),
+    ),
 )
