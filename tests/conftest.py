@@ -23,6 +23,8 @@ from roost.components import Components
 from roost.http.app import create_app
 from roost.settings import Settings
 
+pytest_plugins = ["redis_server"]
+
 ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "correct-horse-battery"
 TEST_SECRET = "test-secret-key-that-is-long-enough-0123456789"

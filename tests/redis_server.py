@@ -60,6 +60,17 @@ class RedisServer:
     def log_path(self) -> Path:
         return self.directory / "redis.log"
 
+    def _options(self) -> list[tuple[str, str]]:
+        return [
+            ("--port", str(self.port)),
+            ("--bind", "127.0.0.1"),
+            ("--save", ""),  # no snapshots and no append-only file: nothing kept on disk
+            ("--appendonly", "no"),
+            ("--dir", str(self.directory)),
+            ("--daemonize", "no"),
+            ("--protected-mode", "yes"),
+        ]
+
     def start(self) -> None:
         binary = shutil.which(BINARY)
         if binary is None:
@@ -67,16 +78,7 @@ class RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log_file:  # the child keeps its own copy
             self.process = subprocess.Popen(
-                [
-                    binary,
-                    "--port", str(self.port),
-                    "--bind", "127.0.0.1",
-                    "--save", "",
-                    "--appendonly", "no",
-                    "--dir", str(self.directory),
-                    "--daemonize", "no",
-                    "--protected-mode", "yes",
-                ],  # fmt: skip
+                [binary, *(arg for option in self._options() for arg in option)],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

@@ -52,10 +52,11 @@ class Received:
 
     @property
     def body(self) -> str:
+        """The plain-text body with ``\n`` line ends."""
         part = self.message.get_body(("plain",))
         assert part is not None
-        content: str = part.get_content()  # type: ignore[attr-defined]
-        return content
+        content: str = part.get_content()
+        return content.replace("\r\n", "\n")  # as written, not as sent on the wire
 
 
 def _free_port() -> int:

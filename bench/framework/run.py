@@ -19,7 +19,8 @@ WARMUP-second wrk warm-up, then REPEATS runs of `wrk -tTHREADS -cCONNS
 A run with any non-2xx response or socket error in wrk's report exits with status 1.
 
 Roost cases share one throwaway data folder (made once per run in $TMPDIR): an admin
-and its token (via the `roost admin` CLI), a collection `items` (fields owner_tag,
+(made with `roost admin create`) and its access token (from POST /api/auth/login, valid
+for the whole run: ROOST_ACCESS_TOKEN_TTL_SECONDS is a day), a collection `items` (fields owner_tag,
 score, title; an index on owner_tag; rules list/view public, writes admin-only) and
 SEED_RECORDS records created over HTTP with /api/batch (100 creates per request).
 Every Roost server runs with ROOST_LOG_LEVEL=warning, so the access log (an info
@@ -63,6 +64,7 @@ PROFILE_OUT = os.environ.get("PROFILE_OUT", "/tmp/roost-profile")
 HOST = "127.0.0.1"
 URL = f"http://{HOST}:{PORT}/"
 ADMIN_EMAIL = "bench@example.com"
+ADMIN_PASSWORD = "bench-password-not-secret"
 TAGS = 100  # owner_tag values o0 .. o99
 
 
@@ -288,6 +290,7 @@ class Roost:
             "ROOST_DATA_DIR": str(self.dir / "data"),
             "ROOST_LOG_LEVEL": "warning",  # no access log lines during measurement
             "ROOST_CONFIG": str(self.dir / "no-roost.toml"),  # ignore any ./roost.toml
+            "ROOST_ACCESS_TOKEN_TTL_SECONDS": str(24 * 3600),  # outlives every run
         }
         self.token = ""
         self.ids: list[str] = []
@@ -310,12 +313,19 @@ class Roost:
 
     def prepare(self):
         print(f"roost data folder: {self.dir}", file=sys.stderr)
-        self.cli("admin", "create", ADMIN_EMAIL, stdin="bench-password-not-secret\n")
-        self.token = self.cli("admin", "token", ADMIN_EMAIL).splitlines()[-1]
-        assert self.token.startswith("roost_admin_"), self.token
+        self.cli("admin", "create", ADMIN_EMAIL, stdin=ADMIN_PASSWORD + "\n")
         with server(ROOST_APP, {**os.environ, **self.env}):
+            self.sign_in()
             self.seed()
         self.scripts()
+
+    def sign_in(self):
+        """The admin signs in as any client does; the access token goes in every request."""
+        status, body = request(
+            "POST", "/api/auth/login", {"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}
+        )
+        assert status == 200, (status, body)
+        self.token = json.loads(body)["access_token"]
 
     def seed(self):
         t0 = time.monotonic()

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
+from roost.auth.identities import IdentitySignIn
+from roost.auth.oidc import IdentityVerifier
+from roost.auth.recovery import Recovery
 from roost.auth.service import Accounts
 from roost.auth.tokens import AccessTokens
+from roost.mail.base import Mailer, open_mailer
+from roost.mail.outbox import OutboxWorker
+from roost.ratelimit.base import RateLimiter, open_ratelimiter
 from roost.records.collections import Collections
 from roost.records.service import Records
 from roost.settings import Settings
@@ -22,6 +29,10 @@ class Components:
     records: Records
     tokens: AccessTokens
     accounts: Accounts
+    identities: IdentitySignIn
+    recovery: Recovery
+    ratelimiter: RateLimiter
+    outbox: OutboxWorker
 
 
 def access_tokens(settings: Settings) -> AccessTokens:
@@ -35,22 +46,51 @@ def access_tokens(settings: Settings) -> AccessTokens:
 
 @asynccontextmanager
 async def open_components(settings: Settings) -> AsyncIterator[Components]:
-    """Open every backend named in ``settings``; close them all when the block ends."""
+    """Open every backend named in ``settings``; close them all when the block ends.
+
+    The outbox worker (queued mail) runs in the background for the block's duration.
+    """
     settings = settings.with_secret()
-    storage = open_storage(settings)
-    try:
+    async with AsyncExitStack() as stack:
+        storage = open_storage(settings)
+        stack.push_async_callback(storage.aclose)
         await storage.open()
         collections = Collections(storage)
         await collections.ensure_builtin()
         records = Records(storage, settings)
         tokens = access_tokens(settings)
+        accounts = Accounts(storage, records, tokens, settings)
+        identities = IdentitySignIn(
+            storage, accounts, IdentityVerifier(settings.identity_providers())
+        )
+        stack.push_async_callback(identities.aclose)
+        ratelimiter = open_ratelimiter(settings.ratelimit_url)
+        stack.push_async_callback(ratelimiter.aclose)
+        mailer: Mailer = open_mailer(settings)
+        stack.push_async_callback(mailer.aclose)
+        outbox = OutboxWorker(storage, mailer)
+        await stack.enter_async_context(_running(outbox))
         yield Components(
             settings=settings,
             storage=storage,
             collections=collections,
             records=records,
             tokens=tokens,
-            accounts=Accounts(storage, records, tokens, settings),
+            accounts=accounts,
+            identities=identities,
+            recovery=Recovery(storage, accounts, settings, outbox.notify),
+            ratelimiter=ratelimiter,
+            outbox=outbox,
         )
+
+
+@asynccontextmanager
+async def _running(outbox: OutboxWorker) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(outbox.run(stop), name="roost-outbox")
+    try:
+        yield
     finally:
-        await storage.aclose()
+        stop.set()
+        outbox.notify()
+        await task

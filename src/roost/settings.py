@@ -11,6 +11,7 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
+import limits
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -95,6 +96,10 @@ class Settings(BaseSettings):
     smtp_url: str = ""
     """``smtp://user:password@host:587`` (STARTTLS) or ``smtps://...:465``; empty: log mails."""
     mail_from: str = "Roost <no-reply@localhost>"
+    reset_password_url: str = ""
+    """Link in password-reset mails, ``{token}`` replaced (default: the server's own page)."""
+    verify_email_url: str = ""
+    """Link in verification mails, ``{token}`` replaced (default: the server's own page)."""
     oidc_apple_client_ids: list[str] = []
     oidc_google_client_ids: list[str] = []
     oidc_providers: dict[str, OIDCProvider] = {}
@@ -105,6 +110,17 @@ class Settings(BaseSettings):
     def _strong_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < MIN_SECRET_LENGTH:
             raise ValueError(f"secret_key must be at least {MIN_SECRET_LENGTH} characters")
+        return value
+
+    @field_validator("auth_rate_limit_ip", "auth_rate_limit_account")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        try:
+            parsed = limits.parse_many(value)
+        except ValueError:
+            parsed = []
+        if len(parsed) != 1 or parsed[0].amount < 1:
+            raise ValueError("a rate limit looks like '10/minute' or '100 per hour'")
         return value
 
     @model_validator(mode="after")

@@ -17,7 +17,9 @@ import orjson
 
 from roost.components import Components
 
-Auth = Literal["admin", "anonymous", "bogus"]
+Auth = Literal["admin", "user", "anonymous", "bogus"]
+"""Who sends a row: the admin, a signed-in ordinary user, nobody, or an unknown token.
+Their user ids are ``{admin}`` and ``{user}`` in the row's values."""
 NO_BODY: Any = object()
 NEVER_IN_A_RESPONSE = ("Traceback", 'File "', "password_hash", "token_hash", "sqlite3")
 
@@ -35,6 +37,7 @@ POSTS: dict[str, Any] = {
     "indexes": [{"fields": ["score"]}, {"fields": ["slug"], "unique": True}],
     "rules": {"list": "", "view": "", "create": None, "update": None, "delete": None},
 }
+"""Anyone reads; only admins write (the ``null`` rules)."""
 
 
 @dataclass(frozen=True)
@@ -119,16 +122,20 @@ def check(response: httpx.Response, row: Scenario) -> None:
 
 @dataclass
 class Api:
-    """The app under test: an anonymous client, an admin token, and the components."""
+    """The app under test: an anonymous client, the access tokens of an admin and of an
+    ordinary user, and the components."""
 
     client: httpx.AsyncClient
     token: str
+    user_token: str
     components: Components
     values: dict[str, str] = field(default_factory=dict)
 
     def auth_headers(self, auth: Auth) -> dict[str, str]:
         if auth == "admin":
             return {"Authorization": f"Bearer {self.token}"}
+        if auth == "user":
+            return {"Authorization": f"Bearer {self.user_token}"}
         if auth == "bogus":
             return {"Authorization": "Bearer not-a-real-token"}
         return {}
@@ -185,9 +192,11 @@ class Api:
         created: dict[str, Any] = response.json()
         return created
 
-    async def create_record(self, collection: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    async def create_record(
+        self, collection: str, data: Mapping[str, Any], auth: Auth = "admin"
+    ) -> dict[str, Any]:
         response = await self.request(
-            "POST", f"/api/collections/{collection}/records", body=dict(data)
+            "POST", f"/api/collections/{collection}/records", auth=auth, body=dict(data)
         )
         assert response.status_code == 201, response.text
         record: dict[str, Any] = response.json()

@@ -120,8 +120,32 @@ ROWS: list[Scenario] = [
             "validation_failed",
             field_error(name),
         )
-        for name in ("owner", "created", "updated", "version")
+        for name in ("created", "updated", "version")
     ],
+    Scenario(  # admins may set owner (see test_records); nobody else may
+        "system field owner from a user",
+        "POST",
+        RECORDS,
+        400,
+        "validation_failed",
+        auth="user",
+        body={"title": "t", "owner": "{user}"},
+        fragments=(field_error("owner"),),
+    ),
+    create(
+        "owner not a user id",
+        {"title": "t", "owner": 7},
+        400,
+        "validation_failed",
+        field_error("owner"),
+    ),
+    create(
+        "owner too long",
+        {"title": "t", "owner": "x" * 65},
+        400,
+        "validation_failed",
+        field_error("owner"),
+    ),
     Scenario(
         "id on PATCH",
         "PATCH",
@@ -132,12 +156,22 @@ ROWS: list[Scenario] = [
         fragments=(field_error("id"),),
     ),
     Scenario(
-        "owner on PATCH",
+        "owner on PATCH from a user",
         "PATCH",
         A,
         400,
         "validation_failed",
-        body={"owner": "me"},
+        auth="user",
+        body={"owner": "{user}"},
+        fragments=(field_error("owner"),),
+    ),
+    Scenario(
+        "owner on PATCH not a user id",
+        "PATCH",
+        A,
+        400,
+        "validation_failed",
+        body={"owner": ["{user}"]},
         fragments=(field_error("owner"),),
     ),
     *[

@@ -151,6 +151,14 @@ ROWS: list[Scenario] = [
         {"operation": 0},
         auth="anonymous",
     ),
+    fails(
+        "a user (create rule null)",
+        [create("x")],
+        403,
+        "forbidden",
+        {"operation": 0},
+        auth="user",
+    ),
     fails("no operations", [], 400, "validation_failed", {"errors": [{"field": "operations"}]}),
     fails(
         "101 operations",

@@ -74,6 +74,7 @@ CREATE: list[Scenario] = [
     Scenario("duplicate name", "POST", COLLECTIONS, 409, "conflict", body=NOTES),
     Scenario("anonymous", "POST", COLLECTIONS, 401, "unauthorized", body=POSTS, auth="anonymous"),
     Scenario("unknown token", "POST", COLLECTIONS, 401, "unauthorized", body=POSTS, auth="bogus"),
+    Scenario("not an admin", "POST", COLLECTIONS, 403, "forbidden", body=POSTS, auth="user"),
     Scenario(
         "malformed Authorization",
         "POST",
@@ -267,14 +268,34 @@ READ_CHANGE_DROP: list[Scenario] = [
         "GET",
         COLLECTIONS,
         200,
-        fragments=({"items": [{"name": "posts"}, {"name": "notes"}]},),
+        fragments=({"items": [{"name": "users"}, {"name": "posts"}, {"name": "notes"}]},),
     ),
     Scenario("get", "GET", f"{COLLECTIONS}/posts", 200, fragments=({"name": "posts"},)),
     Scenario("get unknown", "GET", f"{COLLECTIONS}/nope", 404, "not_found"),
     Scenario("get invalid name", "GET", f"{COLLECTIONS}/No-Such", 404, "not_found"),
-    Scenario("get reserved name", "GET", f"{COLLECTIONS}/users", 404, "not_found"),
+    Scenario(
+        "get the built-in users",
+        "GET",
+        f"{COLLECTIONS}/users",
+        200,
+        fragments=(
+            {
+                "name": "users",
+                "fields": {
+                    "email": {"type": "string", "hidden": True},
+                    "role": {"type": "string", "values": ["user", "admin"], "default": "user"},
+                    "verified": {"type": "boolean"},
+                    "anonymous": {"type": "boolean"},
+                },
+                "indexes": [{"fields": ["email"], "unique": True}],
+                "rules": {"list": "id = @auth.id", "view": "id = @auth.id", "create": None},
+            },
+        ),
+    ),
     Scenario("list anonymous", "GET", COLLECTIONS, 401, "unauthorized", auth="anonymous"),
     Scenario("get anonymous", "GET", f"{COLLECTIONS}/posts", 401, "unauthorized", auth="anonymous"),
+    Scenario("list not an admin", "GET", COLLECTIONS, 403, "forbidden", auth="user"),
+    Scenario("get not an admin", "GET", f"{COLLECTIONS}/posts", 403, "forbidden", auth="user"),
     Scenario(
         "patch rules",
         "PATCH",
@@ -347,6 +368,42 @@ READ_CHANGE_DROP: list[Scenario] = [
     ),
     Scenario("patch unknown", "PATCH", f"{COLLECTIONS}/nope", 404, "not_found", body={}),
     Scenario(
+        "patch users keeps its own fields and index",
+        "PATCH",
+        f"{COLLECTIONS}/users",
+        200,
+        body={"fields": {"nickname": {"type": "string"}}, "indexes": []},
+        fragments=(
+            {"fields": {"nickname": {"type": "string"}, "email": {"hidden": True}}},
+            {"indexes": [{"fields": ["email"], "unique": True}], "version": 2},
+        ),
+    ),
+    Scenario(
+        "patch users rules",
+        "PATCH",
+        f"{COLLECTIONS}/users",
+        200,
+        body={"rules": {"list": "", "view": ""}},
+        fragments=({"rules": {"list": "", "view": ""}},),
+    ),
+    Scenario(
+        "patch users rename",
+        "PATCH",
+        f"{COLLECTIONS}/users",
+        400,
+        "validation_failed",
+        body={"name": "people"},
+    ),
+    Scenario(
+        "patch not an admin",
+        "PATCH",
+        f"{COLLECTIONS}/posts",
+        403,
+        "forbidden",
+        body={},
+        auth="user",
+    ),
+    Scenario(
         "patch anonymous",
         "PATCH",
         f"{COLLECTIONS}/posts",
@@ -357,6 +414,10 @@ READ_CHANGE_DROP: list[Scenario] = [
     ),
     Scenario("delete", "DELETE", f"{COLLECTIONS}/notes", 204),
     Scenario("delete unknown", "DELETE", f"{COLLECTIONS}/nope", 404, "not_found"),
+    Scenario("drop the built-in users", "DELETE", f"{COLLECTIONS}/users", 403, "forbidden"),
+    Scenario(
+        "delete not an admin", "DELETE", f"{COLLECTIONS}/notes", 403, "forbidden", auth="user"
+    ),
     Scenario(
         "delete anonymous", "DELETE", f"{COLLECTIONS}/posts", 401, "unauthorized", auth="anonymous"
     ),
@@ -367,10 +428,17 @@ READ_CHANGE_DROP: list[Scenario] = [
 async def test_read_change_drop(posts: Api, row: Scenario) -> None:
     await posts.create_collection(NOTES)
     before = (await posts.request("GET", f"{COLLECTIONS}/posts")).json()
+    users_before = (await posts.request("GET", f"{COLLECTIONS}/users")).json()
     await posts.run(row)
     after = await posts.request("GET", f"{COLLECTIONS}/posts")
     if row.method == "PATCH" and row.status != 200:
         assert after.json() == before
+    if row.method == "DELETE" and row.status != 204:
+        assert await posts.count("notes") == 0 and await posts.count("posts") == 3
+    users_after = await posts.request("GET", f"{COLLECTIONS}/users")
+    assert users_after.status_code == 200, "users is never dropped"
+    if row.status >= 400:
+        assert users_after.json() == users_before
 
 
 async def test_dropping_a_collection_drops_its_records_and_changes(posts: Api) -> None:
@@ -382,7 +450,7 @@ async def test_dropping_a_collection_drops_its_records_and_changes(posts: Api) -
 
     assert response.status_code == 204
     assert await posts.count("posts") == -1
-    assert [change[0] for change in await posts.changes()] == ["notes"]
+    assert [change[0] for change in await posts.changes()] == ["users", "users", "notes"]
     gone = await posts.request("GET", f"{COLLECTIONS}/posts/records/{posts.values['a']}")
     assert gone.status_code == 404
     await posts.create_collection({"name": "posts"})

@@ -11,6 +11,7 @@ import pytest
 from starlette.applications import Starlette
 
 from api.scenario import POSTS, Api, Scenario, check, chunks, ids
+from guarantees.live import admin_token
 from roost.components import Components
 from roost.http.app import create_app
 from roost.ids import new_id
@@ -233,7 +234,14 @@ LIVE: list[Scenario] = [
         RECORDS,
         201,
         body={"id": "{new}", "title": "over a socket", "published": "2026-11-28T19:04:02+01:00"},
-        fragments=({"id": "{new}", "version": 1, "published": "2026-11-28T18:04:02.000Z"},),
+        fragments=(
+            {
+                "id": "{new}",
+                "owner": "{admin}",
+                "version": 1,
+                "published": "2026-11-28T18:04:02.000Z",
+            },
+        ),
         response_headers={"etag": '"1"'},
     ),
     Scenario(
@@ -290,6 +298,15 @@ LIVE: list[Scenario] = [
         body={"title": "t"},
     ),
     Scenario(
+        "a user's write (rule null)",
+        "POST",
+        RECORDS,
+        403,
+        "forbidden",
+        auth="user",
+        body={"title": "t"},
+    ),
+    Scenario(
         "malformed JSON",
         "POST",
         RECORDS,
@@ -308,11 +325,22 @@ LIVE: list[Scenario] = [
 
 
 async def test_over_real_sockets(live_server: Any) -> None:
-    live_server.roost("admin", "create", "live@example.com", stdin="correct-horse-battery-staple\n")
-    token = live_server.roost("admin", "token", "live@example.com").strip()
+    token = admin_token(live_server, "live@example.com")
     async with httpx.AsyncClient(base_url=live_server.url, timeout=30) as http:
-        api = Api(client=http, token=token, components=cast(Components, None))
-        api.values["new"] = new_id()
+        signup = await http.post(
+            "/api/auth/signup",
+            json={"email": "someone@example.com", "password": "correct-horse-battery-staple"},
+        )
+        assert signup.status_code == 201, signup.text
+        api = Api(
+            client=http,
+            token=token,
+            user_token=signup.json()["access_token"],
+            components=cast(Components, None),
+        )
+        me = await api.request("GET", "/api/auth/me")
+        assert me.json()["role"] == "admin"
+        api.values.update(new=new_id(), admin=me.json()["id"])
         for row in LIVE:
             response = await api.run(row)
             assert response.headers["x-request-id"], row.id

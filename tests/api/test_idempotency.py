@@ -159,6 +159,21 @@ RETRIES: list[Retry] = [
         2,
     ),
     Retry(
+        "keys are scoped per user",
+        Scenario("admin", "POST", "/api/collections/open/records", 201, body={"n": 1}, headers=KEY),
+        Scenario(
+            "user",
+            "POST",
+            "/api/collections/open/records",
+            201,
+            body={"n": 1},
+            headers=KEY,
+            auth="user",
+            fragments=({"owner": "{user}"},),
+        ),
+        2,
+    ),
+    Retry(
         "keys are scoped per caller, other body",
         Scenario("admin", "POST", "/api/collections/open/records", 201, body={"n": 1}, headers=KEY),
         Scenario(

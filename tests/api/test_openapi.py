@@ -2,16 +2,21 @@
 real ``roost serve`` and checks that no request makes a 5xx and that every response has a
 documented status, content type, headers and body schema.
 
-The caller is an admin (so collection endpoints get past auth). Record operations are
-pointed at a seeded collection ``posts`` whose rules are open, and most calls that take a
-record id get one of a record made just before, so the fuzzed bodies, headers and query
-strings reach the real record code instead of stopping at 404.
+The caller is an admin who signed in over HTTP (so collection endpoints get past auth).
+Record operations are pointed at a seeded collection ``posts`` whose rules are open, and
+most calls that take a record id get one of a record made just before, so the fuzzed
+bodies, headers and query strings reach the real record code instead of stopping at 404.
+Operations on the signed-in account (``/api/auth/...``) run as a fresh user each time (a
+guest for ``upgrade``), and most get a real refresh token, session id, user id or current
+password, so that signing out or deleting the account never touches the admin.
 """
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -23,14 +28,15 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from conftest import LiveServer, free_port
+from guarantees.live import sign_in
 from roost.http.openapi import build_spec
-
-if TYPE_CHECKING:
-    from conftest import LiveServer
+from roost.http.routes import ROUTES
 
 pytestmark = pytest.mark.slow
 
 ADMIN_EMAIL = "fuzz@example.com"
+PASSWORD = "a-long-enough-password"
 MAX_EXAMPLES = 60
 POSTS = {
     "name": "posts",
@@ -44,12 +50,46 @@ POSTS = {
 SCRATCH = {"name": "scratch"}  # a collection the fuzzer may change or drop
 
 
+class FuzzedServer(LiveServer):
+    """A live server with cheap password hashing and sign-in limits the fuzzer stays under
+    (a 429 is still documented, but would hide the endpoints behind it)."""
+
+    def _env(self) -> dict[str, str]:
+        return {
+            **super()._env(),
+            "ROOST_PASSWORD_TIME_COST": "1",
+            "ROOST_PASSWORD_MEMORY_KIB": "64",
+            "ROOST_AUTH_RATE_LIMIT_IP": "100000/minute",
+            "ROOST_AUTH_RATE_LIMIT_ACCOUNT": "100000/minute",
+        }
+
+
 class Target:
-    """The live server, its admin token, and a way to make records for cases to hit."""
+    """The live server, its admin token, and ways to make records and users for cases."""
 
     def __init__(self, server: LiveServer, http: httpx.Client) -> None:
         self.server = server
         self.http = http
+        self.token = str(http.headers["Authorization"]).removeprefix("Bearer ")
+        self.users = 0
+
+    def new_user(self, guest: bool = False) -> dict[str, Any]:
+        """A new account, signed in: ``/api/auth/anonymous`` or ``/api/auth/signup``."""
+        self.users += 1
+        if guest:
+            response = self.http.post("/api/auth/anonymous", json={})
+        else:
+            body = {"email": f"user{self.users}@example.com", "password": PASSWORD}
+            response = self.http.post("/api/auth/signup", json=body)
+        assert response.status_code == 201, response.text
+        signed_in: dict[str, Any] = response.json()
+        return signed_in
+
+    def session_id(self, token: str) -> str:
+        response = self.http.get("/api/auth/sessions", headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 200, response.text
+        session: str = response.json()["items"][0]["id"]
+        return session
 
     def ensure_collection(self, definition: dict[str, Any]) -> None:
         response = self.http.post("/api/collections", json=definition)
@@ -63,16 +103,21 @@ class Target:
 
 
 @pytest.fixture(scope="module")
-def target(module_live_server: LiveServer) -> Iterator[Target]:
-    live_server = module_live_server
-    live_server.roost("admin", "create", ADMIN_EMAIL, stdin="a-long-enough-password\n")
-    token = live_server.roost("admin", "token", ADMIN_EMAIL).strip()
-    auth = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(base_url=live_server.url, headers=auth, timeout=30) as http:
-        found = Target(live_server, http)
-        found.ensure_collection(POSTS)
-        found.ensure_collection(SCRATCH)
-        yield found
+def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    data_dir: Path = tmp_path_factory.mktemp("fuzz") / "data"
+    live_server = FuzzedServer(data_dir=data_dir, port=free_port())
+    live_server.start()
+    try:
+        live_server.roost("admin", "create", ADMIN_EMAIL, stdin=PASSWORD + "\n")
+        token = sign_in(live_server.url, ADMIN_EMAIL, PASSWORD)
+        auth = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=live_server.url, headers=auth, timeout=30) as http:
+            found = Target(live_server, http)
+            found.ensure_collection(POSTS)
+            found.ensure_collection(SCRATCH)
+            yield found
+    finally:
+        live_server.kill(signal.SIGTERM)
 
 
 # The document as the code builds it (``test_served_document_is_the_built_one`` checks that
@@ -113,7 +158,21 @@ SEMANTIC_INPUT = {
     ("POST", "/api/collections/{name}/records"),
     ("PATCH", "/api/collections/{name}/records/{id}"),
     ("POST", "/api/batch"),
+    ("GET", "/api/users"),
+    # profile data: checked against the users collection's own field schema
+    ("POST", "/api/auth/signup"),
+    ("PATCH", "/api/auth/me"),
 }
+ACCOUNT_OPERATIONS = {
+    "/api/auth/upgrade",
+    "/api/auth/logout",
+    "/api/auth/sessions",
+    "/api/auth/sessions/{id}",
+    "/api/auth/me",
+    "/api/auth/password/change",
+    "/api/auth/verify/request",
+}
+"""Operations on the signed-in account: each case runs as a new user."""
 
 
 def _sometimes(data: st.DataObject, label: str) -> bool:
@@ -127,16 +186,38 @@ def _negative(case: Case, location: ParameterLocation) -> bool:
     return component is not None and component.mode.is_negative
 
 
-def _aim(case: Case, target: Target, data: st.DataObject) -> None:
-    """Point most cases at the seeded collections and at records that exist.
+def _aim(case: Case, target: Target, data: st.DataObject) -> str:
+    """Point most cases at the seeded collections, at records that exist and at fresh
+    accounts; return the access token the case is sent with.
 
     Parts made invalid on purpose are left alone: aiming could make them valid again.
     """
+    token = target.token
     path = case.operation.path
     params = case.path_parameters or {}
+    body = case.body if isinstance(case.body, dict) else None
+    if _negative(case, ParameterLocation.BODY):
+        body = None
+    if path in ACCOUNT_OPERATIONS:
+        user = target.new_user(guest=path == "/api/auth/upgrade" and _sometimes(data, "guest"))
+        token = user["access_token"]
+        if path == "/api/auth/password/change" and body is not None:
+            if _sometimes(data, "current password"):
+                body["current_password"] = PASSWORD
+        if "id" in params and not _negative(case, ParameterLocation.PATH):
+            if _sometimes(data, "own session"):
+                params["id"] = target.session_id(token)
+        return token
+    if path == "/api/auth/refresh" and body is not None and _sometimes(data, "live token"):
+        body["refresh_token"] = target.new_user()["refresh_token"]
+    elif path == "/api/auth/login" and body is not None and _sometimes(data, "account"):
+        body["email"] = target.new_user()["user"]["email"]
+        body["password"] = PASSWORD
     if _negative(case, ParameterLocation.PATH):
-        return
-    if path.startswith("/api/collections/{name}/records"):
+        return token
+    if path == "/api/users/{id}" and _sometimes(data, "existing user"):
+        params["id"] = target.new_user()["user"]["id"]
+    elif path.startswith("/api/collections/{name}/records"):
         if _sometimes(data, "posts"):
             params["name"] = "posts"
             if "id" in params and _sometimes(data, "existing id"):
@@ -145,18 +226,15 @@ def _aim(case: Case, target: Target, data: st.DataObject) -> None:
         if _sometimes(data, "scratch"):
             target.ensure_collection(SCRATCH)
             params["name"] = "scratch"
-    elif (
-        path == "/api/batch"
-        and isinstance(case.body, dict)
-        and not _negative(case, ParameterLocation.BODY)
-    ):
-        operations = case.body.get("operations")
+    elif path == "/api/batch" and body is not None:
+        operations = body.get("operations")
         for operation in operations if isinstance(operations, list) else []:
             if not isinstance(operation, dict) or not _sometimes(data, "aim"):
                 continue
             operation["collection"] = "posts"
             if operation.get("action") in ("update", "delete"):
                 operation["id"] = target.new_record()
+    return token
 
 
 @schema.given(data=st.data())
@@ -167,11 +245,11 @@ def _aim(case: Case, target: Target, data: st.DataObject) -> None:
     suppress_health_check=list(HealthCheck),
 )
 def test_responses_match_the_spec(case: Case, data: st.DataObject, target: Target) -> None:
-    _aim(case, target, data)
+    token = _aim(case, target, data)
     operation = (case.operation.method.upper(), case.operation.path)
     case.call_and_validate(
         base_url=target.server.url,
-        headers={"Authorization": target.http.headers["Authorization"]},
+        headers={"Authorization": f"Bearer {token}"},
         excluded_checks=[positive_data_acceptance] if operation in SEMANTIC_INPUT else [],
     )
 
@@ -180,3 +258,13 @@ def test_served_document_is_the_built_one(target: Target) -> None:
     response = target.http.get("/api/openapi.json")
     assert response.status_code == 200
     assert response.json() == build_spec()
+
+
+def test_every_route_is_documented() -> None:
+    documented = {
+        (method.upper(), path)
+        for path, operations in build_spec()["paths"].items()
+        for method in operations
+    }
+    routed = {(method, route.path) for route in ROUTES for method in route.methods or ()}
+    assert routed - {(m, p) for m, p in routed if m == "HEAD"} == documented

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from api.scenario import Api, Scenario, ids
+from api.scenario import Api, Auth, Scenario, ids
 from roost.ids import is_uuid7, new_id
 
 RECORDS = "/api/collections/posts/records"
@@ -35,8 +35,24 @@ WRITES: list[Scenario] = [
         RECORDS,
         201,
         body={"title": "t"},
-        fragments=({"title": "t", "score": 0, "version": 1, "owner": None},),
+        fragments=({"title": "t", "score": 0, "version": 1, "owner": "{admin}"},),
         response_headers={"etag": '"1"'},
+    ),
+    Scenario(
+        "create: an admin sets the owner",
+        "POST",
+        RECORDS,
+        201,
+        body={"title": "t", "owner": "{user}"},
+        fragments=({"title": "t", "owner": "{user}"},),
+    ),
+    Scenario(
+        "create: an admin sets no owner",
+        "POST",
+        RECORDS,
+        201,
+        body={"title": "t", "owner": None},
+        fragments=({"title": "t", "owner": None},),
     ),
     Scenario(
         "create: client UUIDv7 id",
@@ -184,6 +200,22 @@ WRITES: list[Scenario] = [
         fragments=({"published": "2026-01-01T00:00:00.000Z"},),
     ),
     Scenario(
+        "patch: an admin changes the owner",
+        "PATCH",
+        A,
+        200,
+        body={"owner": "{user}"},
+        fragments=({"title": "alpha", "owner": "{user}", "version": 2},),
+    ),
+    Scenario(
+        "patch: an admin clears the owner",
+        "PATCH",
+        A,
+        200,
+        body={"owner": None},
+        fragments=({"title": "alpha", "owner": None, "version": 2},),
+    ),
+    Scenario(
         "patch: empty patch still writes a version",
         "PATCH",
         A,
@@ -255,6 +287,17 @@ WRITES: list[Scenario] = [
     ),
     Scenario("anonymous delete (rule null)", "DELETE", A, 401, "unauthorized", auth="anonymous"),
     Scenario(
+        "user create (rule null)",
+        "POST",
+        RECORDS,
+        403,
+        "forbidden",
+        auth="user",
+        body={"title": "t"},
+    ),
+    Scenario("user patch (rule null)", "PATCH", A, 403, "forbidden", auth="user", body={}),
+    Scenario("user delete (rule null)", "DELETE", A, 403, "forbidden", auth="user"),
+    Scenario(
         "unknown token create",
         "POST",
         RECORDS,
@@ -309,7 +352,7 @@ READS: list[Scenario] = [
         "GET",
         A,
         200,
-        fragments=({"id": "{a}", "title": "alpha", "score": 1, "version": 1, "owner": None},),
+        fragments=({"id": "{a}", "title": "alpha", "score": 1, "version": 1, "owner": "{admin}"},),
         response_headers={"etag": '"1"'},
     ),
     Scenario("get: uppercase id", "GET", RECORDS + "/{A}", 200, fragments=({"id": "{a}"},)),
@@ -337,6 +380,7 @@ READS: list[Scenario] = [
         "get: unknown collection", "GET", "/api/collections/nope/records/{a}", 404, "not_found"
     ),
     Scenario("get: anonymous (view rule '')", "GET", A, 200, auth="anonymous"),
+    Scenario("get: a user (view rule '')", "GET", A, 200, auth="user", fragments=({"id": "{a}"},)),
     Scenario("get: unknown token", "GET", A, 401, "unauthorized", auth="bogus"),
     Scenario(
         "list: default order is id",
@@ -352,6 +396,14 @@ READS: list[Scenario] = [
         RECORDS,
         200,
         auth="anonymous",
+        items=({"title": "alpha"}, {"title": "beta"}, {"title": "gamma"}),
+    ),
+    Scenario(
+        "list: a user (list rule '')",
+        "GET",
+        RECORDS,
+        200,
+        auth="user",
         items=({"title": "alpha"}, {"title": "beta"}, {"title": "gamma"}),
     ),
     Scenario("list: unknown token", "GET", RECORDS, 401, "unauthorized", auth="bogus"),
@@ -493,16 +545,59 @@ async def test_strict_collection_refuses_undeclared_fields(api: Api) -> None:
     ]
 
 
-async def test_an_expression_rule_admits_admins_only(api: Api) -> None:
+async def test_expression_rules_decide_record_by_record(api: Api) -> None:
+    """``list`` is compiled into the query, ``view`` hides (404) what it refuses, and
+    ``create``/``update``/``delete`` refuse with 401 (anonymous) or 403."""
     await api.create_collection(
-        {"name": "private", "rules": {"list": "owner = @auth.id", "view": "public = true"}}
+        {
+            "name": "private",
+            "rules": {
+                "list": "owner = @auth.id",
+                "view": "public = true || owner = @auth.id",
+                "create": "@auth.id != null",
+                "update": "owner = @auth.id",
+                "delete": "owner = @auth.id",
+            },
+        }
     )
-    record = await api.create_record("private", {"public": True})
+    public = await api.create_record("private", {"public": True})
+    secret = await api.create_record("private", {"public": False})
+    mine = await api.create_record("private", {"public": False}, auth="user")
+    assert public["owner"] == secret["owner"] == api.values["admin"]
+    assert mine["owner"] == api.values["user"], "owner is the caller"
     path = "/api/collections/private/records"
 
-    assert (await api.request("GET", path, auth="anonymous")).status_code == 401
-    assert (await api.request("GET", f"{path}/{record['id']}", auth="anonymous")).status_code == 401
-    assert (await api.request("GET", path)).json()["items"] == [record]
+    async def listed(auth: Auth) -> list[str]:
+        response = await api.request("GET", path, auth=auth)
+        assert response.status_code == 200, response.text
+        return [item["id"] for item in response.json()["items"]]
+
+    async def status(method: str, record: dict[str, Any], auth: Auth, **kw: Any) -> int:
+        response = await api.request(method, f"{path}/{record['id']}", auth=auth, **kw)
+        return response.status_code
+
+    assert await listed("anonymous") == []
+    assert await listed("user") == [mine["id"]]
+    assert await listed("admin") == [public["id"], secret["id"], mine["id"]]
+
+    assert await status("GET", public, "anonymous") == 200
+    assert await status("GET", secret, "anonymous") == 404
+    assert await status("GET", secret, "user") == 404
+    assert await status("GET", mine, "user") == 200
+    assert await status("GET", mine, "anonymous") == 404
+    assert await status("GET", secret, "admin") == 200
+
+    refused = await api.request("POST", path, auth="anonymous", body={"public": True})
+    assert (refused.status_code, refused.json()["code"]) == (401, "unauthorized")
+    assert await status("PATCH", public, "user", body={"x": 1}) == 403
+    assert await status("PATCH", public, "anonymous", body={"x": 1}) == 401
+    assert await status("PATCH", secret, "user", body={"x": 1}) == 404, "not viewable: 404"
+    assert await status("DELETE", public, "user") == 403
+    assert await status("DELETE", secret, "user") == 404
+    assert await status("PATCH", mine, "user", body={"x": 1}) == 200
+    assert await status("DELETE", mine, "user") == 204
+    assert await status("DELETE", secret, "admin") == 204
+    assert await listed("admin") == [public["id"]]
 
 
 def expected_order(records: list[dict[str, Any]], sort: str) -> list[str]:
@@ -607,3 +702,39 @@ async def test_cursor_keeps_the_filter_and_fields(posts: Api) -> None:
 
     items = first["items"] + second.json()["items"]
     assert all(set(item) == {"id", "score"} and item["score"] >= 2 for item in items)
+
+
+async def test_hidden_fields_are_for_admins_and_owners(api: Api) -> None:
+    await api.create_collection(
+        {
+            "name": "profiles",
+            "fields": {"phone": {"type": "string", "hidden": True}},
+            "rules": {"list": "", "view": "", "create": "@auth.id != null", "update": ""},
+        }
+    )
+    theirs = await api.create_record("profiles", {"nick": "a", "phone": "111"})
+    mine = await api.create_record("profiles", {"nick": "b", "phone": "222"}, auth="user")
+    path = "/api/collections/profiles/records"
+    assert mine["phone"] == "222", "the owner sees their hidden field"
+
+    async def listed(auth: Auth) -> dict[str, Any]:
+        response = await api.request("GET", path, auth=auth)
+        assert response.status_code == 200, response.text
+        return {item["nick"]: item for item in response.json()["items"]}
+
+    assert [item.get("phone") for item in (await listed("admin")).values()] == ["111", "222"]
+    assert [item.get("phone") for item in (await listed("user")).values()] == [None, "222"]
+    assert [item.get("phone") for item in (await listed("anonymous")).values()] == [None, None]
+    one = await api.request("GET", f"{path}/{theirs['id']}", auth="user")
+    assert one.status_code == 200 and "phone" not in one.json()
+    patched = await api.request("PATCH", f"{path}/{theirs['id']}", auth="user", body={"x": 1})
+    assert patched.status_code == 200 and "phone" not in patched.json()
+
+    for params in ({"filter": 'phone = "111"'}, {"sort": "phone"}, {"filter": "phone.x != 1"}):
+        for auth in ("user", "anonymous"):
+            refused = await api.request("GET", path, auth=auth, params=params)
+            assert (refused.status_code, refused.json()["code"]) == (400, "invalid_filter")
+        allowed = await api.request("GET", path, params=params)
+        assert allowed.status_code == 200, allowed.text
+    only = await api.request("GET", path, params={"filter": 'phone = "111"'})
+    assert [item["id"] for item in only.json()["items"]] == [theirs["id"]]

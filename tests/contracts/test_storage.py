@@ -9,6 +9,7 @@ import pytest
 
 from conftest import make_settings
 from roost.storage.base import IndexSpec, Storage, UniqueViolation, open_storage, table_name
+from roost.storage.migrations.sqlite import MIGRATIONS
 
 NOW = "2026-01-01T00:00:00.000Z"
 
@@ -139,4 +140,4 @@ async def test_migrations_run_once(tmp_path: Path) -> None:
         async with backend.read() as conn:
             rows = await conn.fetch_all("SELECT version FROM _migrations")
         await backend.aclose()
-        assert [row["version"] for row in rows] == [1]
+        assert [row["version"] for row in rows] == [m.version for m in MIGRATIONS] == [1, 2]

@@ -22,11 +22,22 @@ ADMIN_PASSWORD = "a-long-enough-password"
 SECRET = "guarantees-secret-key-that-is-long-enough-42"
 
 
-def admin_token(server: LiveServer) -> str:
-    """Create an admin with the CLI (password on stdin) and return a new API token."""
-    server.roost("admin", "create", ADMIN_EMAIL, stdin=ADMIN_PASSWORD + "\n")
-    token = server.roost("admin", "token", ADMIN_EMAIL).strip()
-    assert token.startswith("roost_admin_"), token
+def admin_token(server: LiveServer, email: str = ADMIN_EMAIL) -> str:
+    """Create an admin with the CLI (password on stdin), sign in over HTTP as a client
+    would, and return the access token."""
+    server.roost("admin", "create", email, stdin=ADMIN_PASSWORD + "\n")
+    return sign_in(server.url, email, ADMIN_PASSWORD)
+
+
+def sign_in(url: str, email: str, password: str) -> str:
+    """``POST /api/auth/login``; the access token of the new session."""
+    response = httpx.post(
+        f"{url}/api/auth/login", json={"email": email, "password": password}, timeout=30
+    )
+    assert response.status_code == 200, response.text
+    signed_in = response.json()
+    assert signed_in["token_type"] == "Bearer" and signed_in["user"]["role"] == "admin"
+    token: str = signed_in["access_token"]
     return token
 
 

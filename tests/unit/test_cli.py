@@ -1,4 +1,4 @@
-"""The ``roost`` command: version, admin create/token, and what ``serve`` prints."""
+"""The ``roost`` command: version, admin create, and what ``serve`` prints."""
 
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ import httpx
 import pytest
 
 from roost import __version__
-from roost.auth.admins import principal_for_token
 from roost.cli import serve
 from roost.cli.main import main
+from roost.http.app import create_app
+from roost.records.collections import USERS
 from roost.settings import SECRET_FILE, Settings
-from roost.storage.base import open_storage
+from roost.storage.base import open_storage, table_name
 
 PASSWORD = "a-long-enough-password"
 EMAIL = "owner@example.com"
@@ -69,11 +70,17 @@ def roost(
 
 
 async def _admin_emails(data_dir: Path) -> list[str]:
+    """The emails of the users with role admin; checks that only a hash is stored."""
     storage = open_storage(Settings(data_dir=data_dir, env="dev"))
     await storage.open()
     try:
         async with storage.read() as conn:
-            rows = await conn.fetch_all("SELECT email, password_hash FROM _admins")
+            email = storage.dialect.field_sql("email")
+            role = storage.dialect.field_sql("role")
+            rows = await conn.fetch_all(
+                f"SELECT {email} AS email, c.password_hash FROM {table_name(USERS)} u"
+                f" JOIN _credentials c ON c.user_id = u.id WHERE {role} = 'admin'"
+            )
     finally:
         await storage.aclose()
     for row in rows:
@@ -81,13 +88,20 @@ async def _admin_emails(data_dir: Path) -> list[str]:
     return [row["email"] for row in rows]
 
 
-async def _token_works(data_dir: Path, token: str) -> bool:
-    storage = open_storage(Settings(data_dir=data_dir, env="dev"))
-    await storage.open()
-    try:
-        return await principal_for_token(storage, token) is not None
-    finally:
-        await storage.aclose()
+async def _login(data_dir: Path, email: str, password: str) -> httpx.Response:
+    """``POST /api/auth/login`` against an app on ``data_dir`` (the CLI's secret key)."""
+    app = create_app(Settings(data_dir=data_dir, env="dev"))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://roost") as http:
+            body = {"email": email, "password": password}
+            response = await http.post("/api/auth/login", json=body)
+            if response.status_code == 200:  # the token is an admin's
+                token = response.json()["access_token"]
+                auth = {"Authorization": f"Bearer {token}"}
+                listed = await http.get("/api/collections", headers=auth)
+                assert listed.status_code == 200, listed.text
+            return response
 
 
 def test_version(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -100,22 +114,28 @@ def test_version_as_a_process(tmp_path: Path) -> None:
     assert (done.returncode, done.stdout.strip()) == (0, __version__)
 
 
-def test_admin_create_and_token(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_admin_create_makes_an_admin_who_can_sign_in(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     data = str(tmp_path / "data")
     code, out, err = run_cli(
         monkeypatch, "admin", "create", EMAIL, "--data-dir", data, stdin=PASSWORD + "\n"
     )
     assert code == 0, err
-    assert f"roost admin token {EMAIL}" in out
+    assert f"admin {EMAIL} created" in out and "POST /api/auth/login" in out
     assert PASSWORD not in out + err
     assert asyncio.run(_admin_emails(tmp_path / "data")) == [EMAIL]
+    assert PASSWORD.encode() not in (tmp_path / "data" / "roost.db").read_bytes()
 
-    code, out, err = run_cli(monkeypatch, "admin", "token", EMAIL.upper(), "--data-dir", data)
-    assert code == 0, err
-    token = out.strip()
-    assert token.startswith("roost_admin_") and "\n" not in token
-    assert asyncio.run(_token_works(tmp_path / "data", token))
-    assert token.encode() not in (tmp_path / "data" / "roost.db").read_bytes(), "stored hashed"
+    response = asyncio.run(_login(tmp_path / "data", EMAIL.upper(), PASSWORD))
+    assert response.status_code == 200, response.text
+    signed_in = response.json()
+    assert signed_in["token_type"] == "Bearer"
+    assert signed_in["user"]["email"] == EMAIL
+    assert signed_in["user"]["role"] == "admin"
+    assert signed_in["user"]["verified"] is True
+    wrong = asyncio.run(_login(tmp_path / "data", EMAIL, PASSWORD + "x"))
+    assert wrong.status_code == 401
 
 
 def test_admin_create_twice_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -124,7 +144,8 @@ def test_admin_create_twice_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert run_cli(monkeypatch, *args, stdin=PASSWORD + "\n")[0] == 0
     code, _, err = run_cli(monkeypatch, *args, stdin=PASSWORD + "\n")
     assert code == 1
-    assert "already exists" in err
+    assert f"an account with email {EMAIL!r} exists" in err
+    assert asyncio.run(_admin_emails(tmp_path / "data")) == [EMAIL]
 
 
 @pytest.mark.parametrize("password", ["", "short", "x" * 9, "y" * 257])
@@ -141,13 +162,24 @@ def test_admin_create_refuses_a_weak_password(
     assert not data.exists() or asyncio.run(_admin_emails(data)) == []
 
 
-def test_admin_token_for_an_unknown_email(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_admin_create_refuses_an_invalid_email(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
     code, out, err = run_cli(
-        monkeypatch, "admin", "token", "nobody@example.com", "--data-dir", str(tmp_path / "d")
+        monkeypatch, "admin", "create", "not-an-email", "--data-dir", str(data), stdin=PASSWORD
     )
     assert code == 1
     assert out == ""
-    assert "no admin with email" in err
+    assert "email must be an email address" in err
+    assert asyncio.run(_admin_emails(data)) == []
+
+
+def test_admin_token_is_gone(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Admin API tokens gave way to admin users who sign in (``POST /api/auth/login``)."""
+    with pytest.raises(SystemExit) as exited:
+        run_cli(monkeypatch, "admin", "token", EMAIL, "--data-dir", str(tmp_path / "d"))
+    assert exited.value.code == 2
 
 
 def test_exit_codes_of_the_process(tmp_path: Path) -> None:
@@ -156,11 +188,11 @@ def test_exit_codes_of_the_process(tmp_path: Path) -> None:
         roost(tmp_path, "admin", "create", EMAIL, "--data-dir", data, stdin="short\n").returncode
         == 2
     )
-    assert roost(tmp_path, "admin", "token", EMAIL, "--data-dir", data).returncode == 1
     created = roost(tmp_path, "admin", "create", EMAIL, "--data-dir", data, stdin=PASSWORD + "\n")
     assert created.returncode == 0, created.stderr
-    token = roost(tmp_path, "admin", "token", EMAIL, "--data-dir", data)
-    assert token.returncode == 0 and token.stdout.startswith("roost_admin_")
+    again = roost(tmp_path, "admin", "create", EMAIL, "--data-dir", data, stdin=PASSWORD + "\n")
+    assert again.returncode == 1
+    assert roost(tmp_path, "admin", "token", EMAIL, "--data-dir", data).returncode == 2  # gone
     assert roost(tmp_path, "no-such-command").returncode == 2  # argparse
 
 
@@ -211,7 +243,7 @@ def test_serve_without_an_admin_explains_how_and_never_prints_the_secret(tmp_pat
     stderr = err_path.read_text()
     assert "No admin yet" in stderr
     assert f"roost admin create you@example.com --data-dir {data}" in stderr
-    assert f"roost admin token you@example.com --data-dir {data}" in stderr
+    assert "roost admin token" not in stderr
 
 
 def test_the_admin_hint_only_while_there_is_no_admin(
@@ -243,7 +275,9 @@ def test_invalid_settings_are_listed_without_their_values(
 ) -> None:
     monkeypatch.setenv("ROOST_SECRET_KEY", "another-short-secret")
     monkeypatch.setenv("ROOST_PORT", "99999")
-    code, out, err = run_cli(monkeypatch, "admin", "token", EMAIL, "--data-dir", str(tmp_path))
+    code, out, err = run_cli(
+        monkeypatch, "admin", "create", EMAIL, "--data-dir", str(tmp_path), stdin=PASSWORD
+    )
     assert code == 2
     assert "secret_key: secret_key must be at least 32 characters" in err
     assert "port:" in err
@@ -254,6 +288,8 @@ def test_a_broken_config_file_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_p
     config = tmp_path / "roost.toml"
     config.write_text("port = \n")
     monkeypatch.setenv("ROOST_CONFIG", str(config))
-    code, _, err = run_cli(monkeypatch, "admin", "token", EMAIL, "--data-dir", str(tmp_path))
+    code, _, err = run_cli(
+        monkeypatch, "admin", "create", EMAIL, "--data-dir", str(tmp_path), stdin=PASSWORD
+    )
     assert code == 2
     assert "not valid TOML" in err

@@ -60,7 +60,9 @@ def scope(peer: str | None, forwarded: list[str]) -> dict[str, Any]:
     [case[1:] for case in CASES],
     ids=[case[0] for case in CASES],
 )
-def test_client_ip(trusted: list[str], peer: str | None, forwarded: list[str], expected: str) -> None:
+def test_client_ip(
+    trusted: list[str], peer: str | None, forwarded: list[str], expected: str
+) -> None:
     assert client_ip(scope(peer, forwarded), TrustedProxies(trusted)) == expected
 
 

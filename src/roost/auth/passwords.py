@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+
+import anyio
 import anyio.to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -19,15 +22,29 @@ def check_password_policy(password: str) -> str | None:
     return None
 
 
+def hashing_slots() -> int:
+    """How many hashes run at once: one per CPU, so that a burst of logins queues instead of
+    starving the event loop of CPU (and of memory: each hash holds ``memory_kib``)."""
+    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    return max(1, len(usable) if usable else os.cpu_count() or 1)
+
+
 class Passwords:
     """argon2id at the configured cost; hashes made at another cost are redone on login."""
 
     def __init__(self, time_cost: int, memory_kib: int) -> None:
         self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib)
         self._dummy = self._hasher.hash("roost-dummy-password-for-timing")
+        self._slots: anyio.CapacityLimiter | None = None
+
+    @property
+    def _limiter(self) -> anyio.CapacityLimiter:
+        if self._slots is None:  # made on first use, inside the running event loop
+            self._slots = anyio.CapacityLimiter(hashing_slots())
+        return self._slots
 
     async def hash(self, password: str) -> str:
-        return await anyio.to_thread.run_sync(self._hasher.hash, password)
+        return await anyio.to_thread.run_sync(self._hasher.hash, password, limiter=self._limiter)
 
     async def verify(self, password_hash: str | None, password: str) -> bool:
         """Verify in a worker thread; an unknown account (``None``) costs the same time."""
@@ -40,7 +57,7 @@ class Passwords:
             except (VerificationError, InvalidHashError):
                 return False
 
-        return await anyio.to_thread.run_sync(verify)
+        return await anyio.to_thread.run_sync(verify, limiter=self._limiter)
 
     def needs_rehash(self, password_hash: str) -> bool:
         """True when ``password_hash`` was made with other parameters than today's."""

@@ -20,8 +20,8 @@ from roost.auth.tokens import AccessTokens
 from roost.errors import Conflict, Forbidden, Unauthorized, ValidationFailed
 from roost.ids import new_id
 from roost.records.collections import USER_FIELDS, USERS
-from roost.records.fields import now_iso
-from roost.records.service import Operation, Records, delete_row, to_public
+from roost.records.fields import check_names, now_iso
+from roost.records.service import Operation, Records, delete_account, to_public
 from roost.settings import Settings
 from roost.storage.base import Connection, Storage, table_name
 from roost.types import JSONObject
@@ -84,22 +84,22 @@ class Accounts:
         self._records = records
         self._tokens = tokens
         self._settings = settings
-        self._passwords = Passwords(settings.password_time_cost, settings.password_memory_kib)
+        self.passwords = Passwords(settings.password_time_cost, settings.password_memory_kib)
 
     # sign-in
 
     async def signup(
-        self, email: object, password: object, device: Device, profile: JSONObject
+        self, email: object, password: object, device: Device, profile: object
     ) -> SignedIn:
         address = normalise_email(email)
-        password_hash = await self._passwords.hash(checked_password(password))
+        password_hash = await self.passwords.hash(checked_password(password))
         async with self._storage.write() as conn:
             if await self.user_by_email(conn, address) is not None:
                 raise Conflict("an account with this email exists; sign in instead")
             user = await self.create_user(
                 conn, {**_profile(profile), "email": address, "anonymous": False}
             )
-            await _set_password(conn, user["id"], password_hash)
+            await store_password_hash(conn, user["id"], password_hash)
             return await self.open_session(conn, user, device)
 
     async def anonymous(self, device: Device) -> SignedIn:
@@ -114,31 +114,36 @@ class Accounts:
         async with self._storage.read() as conn:
             user = await self.user_by_email(conn, address) if address else None
             stored = await _password_hash(conn, user["id"]) if user else None
-        if not await self._passwords.verify(stored, given) or user is None:
+        if not await self.passwords.verify(stored, given) or user is None:
             raise Unauthorized(BAD_LOGIN)
         rehash = (
-            await self._passwords.hash(given)
-            if self._passwords.needs_rehash(stored or "")
-            else None
+            await self.passwords.hash(given) if self.passwords.needs_rehash(stored or "") else None
         )
         async with self._storage.write() as conn:
             if rehash is not None:
-                await _set_password(conn, user["id"], rehash)
+                await store_password_hash(conn, user["id"], rehash)
             return await self.open_session(conn, user, device)
 
     async def refresh(self, refresh_token: object) -> SignedIn:
         token = refresh_token if isinstance(refresh_token, str) else ""
         ttl = self._settings.refresh_token_ttl_seconds
+        replayed: sessions.Replayed | None = None
         async with self._storage.write() as conn:
-            session, next_token = await sessions.rotate(conn, token, ttl)
-            user = await self.user(conn, session["user_id"])
+            try:
+                session, next_token = await sessions.rotate(conn, token, ttl)
+            except sessions.Replayed as exc:
+                replayed = exc  # the session's revocation must be committed, not rolled back
+            else:
+                user = await self.user(conn, session["user_id"])
+        if replayed is not None:
+            raise replayed
         return self.signed_in(user, session["id"], next_token)
 
     async def upgrade(self, principal: Principal, email: object, password: object) -> SignedIn:
         """A guest becomes an email account: same id, same records."""
         user_id, session_id = _signed_in_ids(principal)
         address = normalise_email(email)
-        password_hash = await self._passwords.hash(checked_password(password))
+        password_hash = await self.passwords.hash(checked_password(password))
         async with self._storage.write() as conn:
             user = await self.user(conn, user_id)
             if not user.get("anonymous"):
@@ -146,7 +151,7 @@ class Accounts:
             if await self.user_by_email(conn, address) is not None:
                 raise Conflict("an account with this email exists; sign in instead")
             user = await self.update_user(conn, user_id, {"email": address, "anonymous": False})
-            await _set_password(conn, user_id, password_hash)
+            await store_password_hash(conn, user_id, password_hash)
         return self.signed_in(user, session_id, None)
 
     # the signed-in account
@@ -164,31 +169,25 @@ class Accounts:
     async def change_password(self, principal: Principal, current: object, new: object) -> None:
         """Set a new password; every other session of the account is signed out."""
         user_id, session_id = _signed_in_ids(principal)
-        new_hash = await self._passwords.hash(checked_password(new, "new_password"))
+        new_hash = await self.passwords.hash(checked_password(new, "new_password"))
         async with self._storage.read() as conn:
             stored = await _password_hash(conn, user_id)
-        if not await self._passwords.verify(stored, current if isinstance(current, str) else ""):
+        if not await self.passwords.verify(stored, current if isinstance(current, str) else ""):
             raise Unauthorized("the current password is wrong")
         async with self._storage.write() as conn:
-            await _set_password(conn, user_id, new_hash)
+            await store_password_hash(conn, user_id, new_hash)
             await sessions.revoke_all(conn, user_id, keep=session_id)
+            await conn.execute(  # reset links mailed before the change stop working
+                "UPDATE _one_time_tokens SET used = ? WHERE user_id = ? AND purpose = 'reset'"
+                " AND used IS NULL",
+                (now_iso(), user_id),
+            )
 
     async def delete_me(self, principal: Principal) -> None:
         """Delete the account, its sessions and every record it owns, in one transaction."""
         user_id, _ = _signed_in_ids(principal)
         async with self._storage.write() as conn:
-            names = [row["name"] for row in await conn.fetch_all("SELECT name FROM _collections")]
-            for name in names:
-                rows = await conn.fetch_all(
-                    f"SELECT id, owner, version FROM {table_name(name)} WHERE owner = ? OR"
-                    f" (? = ? AND id = ?)",
-                    (user_id, name, USERS, user_id),
-                )
-                for row in rows:
-                    await delete_row(self._storage, conn, name, row)
-            for table in ("_credentials", "_one_time_tokens", "_identities"):
-                await conn.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,))
-            await conn.execute("DELETE FROM _sessions WHERE user_id = ?", (user_id,))
+            await delete_account(self._storage, conn, user_id)
 
     async def logout(self, principal: Principal) -> None:
         _, session_id = _signed_in_ids(principal)
@@ -215,14 +214,14 @@ class Accounts:
 
     async def create_admin(self, email: str, password: str) -> JSONObject:
         address = normalise_email(email)
-        password_hash = await self._passwords.hash(checked_password(password))
+        password_hash = await self.passwords.hash(checked_password(password))
         async with self._storage.write() as conn:
             if await self.user_by_email(conn, address) is not None:
                 raise Conflict(f"an account with email {address!r} exists")
             user = await self.create_user(
                 conn, {"email": address, "role": "admin", "verified": True}
             )
-            await _set_password(conn, user["id"], password_hash)
+            await store_password_hash(conn, user["id"], password_hash)
         return user
 
     async def count_admins(self) -> int:
@@ -297,6 +296,9 @@ def _profile(data: Any) -> JSONObject:
     for name in data:
         if name in USER_FIELDS:
             raise Forbidden(f"{name} cannot be set here")
+    errors = check_names(data)  # written as the server: system fields would pass otherwise
+    if errors:
+        raise ValidationFailed(errors[0]["message"], errors)
     return data
 
 
@@ -307,7 +309,8 @@ async def _password_hash(conn: Connection, user_id: str) -> str | None:
     return str(row["password_hash"]) if row else None
 
 
-async def _set_password(conn: Connection, user_id: str, password_hash: str) -> None:
+async def store_password_hash(conn: Connection, user_id: str, password_hash: str) -> None:
+    """Set (or replace) the user's password hash, in the caller's transaction."""
     await conn.execute(
         "INSERT INTO _credentials (user_id, password_hash, updated) VALUES (?, ?, ?)"
         " ON CONFLICT (user_id) DO UPDATE SET password_hash = excluded.password_hash,"

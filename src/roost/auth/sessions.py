@@ -67,9 +67,20 @@ async def _issue(conn: Connection, session_id: str) -> str:
     return token
 
 
+class Replayed(Unauthorized):
+    """A used refresh token came back: its session was revoked in the caller's transaction,
+    which must be committed before this is raised to the client."""
+
+
+INVALID = "the refresh token is invalid, used or revoked; sign in again"
+
+
 async def rotate(conn: Connection, refresh_token: str, ttl: int) -> tuple[Row, str]:
-    """Use ``refresh_token``: its live session and the next token, or Unauthorized."""
-    invalid = Unauthorized("the refresh token is invalid, used or revoked; sign in again")
+    """Use ``refresh_token``: its live session and the next token, or Unauthorized.
+
+    Raises ``Replayed`` after revoking the session: commit, then refuse.
+    """
+    invalid = Unauthorized(INVALID)
     if not refresh_token or len(refresh_token) > 200:
         raise invalid
     used = await conn.fetch_one(
@@ -83,7 +94,7 @@ async def rotate(conn: Connection, refresh_token: str, ttl: int) -> tuple[Row, s
     if used["used"] is not None:
         if not await _lost_answer(conn, session_id, used["used"]):
             await revoke(conn, session_id)
-            raise invalid
+            raise Replayed(INVALID)
         await conn.execute(
             "UPDATE _refresh_tokens SET used = ? WHERE session_id = ? AND used IS NULL",
             (now_iso(), session_id),

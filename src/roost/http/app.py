@@ -10,6 +10,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
 
 from roost.components import open_components
+from roost.http.client import TrustedProxies
 from roost.http.middleware import BodyLimit, Cors, RequestId
 from roost.http.problems import EXCEPTION_HANDLERS
 from roost.http.routes import ROUTES
@@ -49,9 +50,11 @@ def create_app(settings: Settings) -> Starlette:
         Middleware(GZipMiddleware, minimum_size=settings.gzip_min_bytes),
         Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
     ]
-    return Starlette(
+    app = Starlette(
         routes=ROUTES,
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
+    app.state.trusted_proxies = TrustedProxies(settings.trusted_proxies)
+    return app

@@ -31,7 +31,9 @@ def parse_address(text: str) -> IPAddress | None:
     """
     text = text.strip()
     if text.startswith("["):
-        text = text[1:].partition("]")[0]
+        text, bracket, port = text[1:].partition("]")
+        if not bracket or (port and not port.startswith(":")):
+            return None
     elif text.count(":") == 1:
         text = text.partition(":")[0]
     try:

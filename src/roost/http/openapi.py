@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from roost import __version__
+from roost.auth.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 from roost.query.limits import DEFAULT_LIMIT, MAX_LIMIT
 
 Schema = dict[str, Any]
@@ -20,8 +21,13 @@ ERROR_STATUSES = {
     "413": "Body too large",
     "415": "Body is not JSON",
     "422": "Idempotency-Key reused with a different request",
+    "429": "Too many sign-in attempts; Retry-After says when to try again",
     "503": "A backend is unavailable",
 }
+RECORD_ERRORS = tuple(status for status in ERROR_STATUSES if status != "429")
+"""Every error a collection or record operation may answer (no rate limit there)."""
+BODY_ERRORS = ("400", "413", "415")
+"""What any operation that reads a JSON body may answer about the body itself."""
 
 
 def ref(name: str) -> Schema:
@@ -38,17 +44,20 @@ def operation(
     *,
     body: Schema | None = None,
     parameters: list[Schema] | None = None,
-    errors: tuple[str, ...] = tuple(ERROR_STATUSES),
+    errors: tuple[str, ...] = RECORD_ERRORS,
+    description: str = "",
 ) -> Schema:
     result: Schema = {"summary": summary, "responses": dict(responses)}
+    if description:
+        result["description"] = description
     for status in errors:
-        result["responses"].setdefault(
-            status,
-            {
-                "description": ERROR_STATUSES[status],
-                "content": {"application/problem+json": {"schema": ref("Problem")}},
-            },
-        )
+        error: Schema = {
+            "description": ERROR_STATUSES[status],
+            "content": {"application/problem+json": {"schema": ref("Problem")}},
+        }
+        if status == "429":
+            error["headers"] = {"Retry-After": {"schema": STRING, "description": "Seconds to wait"}}
+        result["responses"].setdefault(status, error)
     if body is not None:
         result["requestBody"] = {"required": True, "content": json_content(body)}
     if parameters:
@@ -97,6 +106,25 @@ IF_MATCH = param(
 )
 ETAG = {"ETag": {"schema": STRING, "description": "The record version"}}
 TIMESTAMP = {"type": "string", "format": "date-time"}
+SPACES = "".join(f"\\u{ord(c):04x}" for c in map(chr, range(0x3001)) if c.isspace())
+"""What ``str.strip()`` removes and the server's ``\\s`` matches, spelled out: regex engines
+disagree on ``\\s``."""
+LOCAL = f"[^@\\u0000{SPACES}]"
+EMAIL = {
+    "type": "string",
+    "maxLength": 254,
+    # what the server accepts: trimmed, then local@domain.tld (compared lowercased)
+    # (and, like every string of a record, without U+0000)
+    "pattern": f"^[{SPACES}]*{LOCAL}{{1,64}}@{LOCAL}+\\.{LOCAL}+[{SPACES}]*$",
+    "description": "An email address; surrounding spaces and case do not matter",
+}
+PASSWORD = {
+    "type": "string",
+    "minLength": MIN_PASSWORD_LENGTH,
+    "maxLength": MAX_PASSWORD_LENGTH,
+}
+DEVICE = {"description": "A name for this device (a string), listed with the sessions"}
+USER_FIELD_NAMES = ["email", "verified", "anonymous", "role"]
 
 
 def client_fields(description: str, reserved: list[str]) -> Schema:
@@ -109,9 +137,19 @@ def client_fields(description: str, reserved: list[str]) -> Schema:
     }
 
 
+def listed(name: str) -> Schema:
+    """An item of a page: the whole record, or its id and the paths ``fields`` asked for."""
+    return {
+        "anyOf": [
+            ref(name),
+            {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}},
+        ]
+    }
+
+
 FIELD_NAMES = {"pattern": FIELD_NAME, "not": {"enum": SYSTEM_FIELDS}}
 DEFINITION_PROPERTIES: Schema = {
-    "name": {"type": "string", "pattern": COLLECTION_NAME, "not": {"const": "users"}},
+    "name": {"type": "string", "pattern": COLLECTION_NAME},
     "fields": {
         "type": "object",
         "maxProperties": 200,
@@ -182,6 +220,147 @@ SCHEMAS: dict[str, Schema] = {
         },
         "additionalProperties": True,
     },
+    "User": {
+        "type": "object",
+        "description": "A record of the built-in `users` collection. `email` is hidden: only"
+        " the user and admins see it. Profile fields sit beside the account fields.",
+        "required": ["id", "owner", "created", "updated", "version"],
+        "properties": {
+            "id": {"type": "string", "pattern": UUID7},
+            "owner": {"type": ["string", "null"]},
+            "created": TIMESTAMP,
+            "updated": TIMESTAMP,
+            "version": {"type": "integer", "minimum": 1},
+            "email": {"type": "string"},
+            "verified": {"type": "boolean"},
+            "anonymous": {"type": "boolean", "description": "A guest account"},
+            "role": {"enum": ["user", "admin"]},
+        },
+        "additionalProperties": True,
+    },
+    "UserPage": {
+        "type": "object",
+        "required": ["items", "next_cursor"],
+        "properties": {
+            "items": {"type": "array", "items": listed("User")},
+            "next_cursor": {"type": ["string", "null"]},
+        },
+    },
+    "SignedIn": {
+        "type": "object",
+        "description": "A session: send `Authorization: Bearer <access_token>`; before it"
+        " expires, trade `refresh_token` for a new pair at /api/auth/refresh",
+        "required": ["token_type", "access_token", "expires_in", "user"],
+        "properties": {
+            "token_type": {"const": "Bearer"},
+            "access_token": {"type": "string", "description": "A JWT"},
+            "expires_in": {"type": "integer", "minimum": 1, "description": "Seconds"},
+            "refresh_token": {
+                "type": "string",
+                "description": "Single use: each refresh returns the next one (absent from"
+                " an upgrade, which keeps the session)",
+            },
+            "user": ref("User"),
+        },
+        "additionalProperties": False,
+    },
+    "Signup": {
+        "type": "object",
+        "required": ["email", "password"],
+        "properties": {
+            "email": EMAIL,
+            "password": PASSWORD,
+            "device": DEVICE,
+            "data": {
+                "description": "Profile fields of the new user (a JSON object), validated"
+                " against the `users` collection's field schema; never email, role or flags"
+            },
+        },
+    },
+    "Login": {
+        "type": "object",
+        "required": ["email", "password"],
+        "properties": {"email": STRING, "password": STRING, "device": DEVICE},
+    },
+    "Upgrade": {
+        "type": "object",
+        "required": ["email", "password"],
+        "properties": {"email": EMAIL, "password": PASSWORD},
+    },
+    "Refresh": {
+        "type": "object",
+        "required": ["refresh_token"],
+        "properties": {"refresh_token": STRING},
+    },
+    "Device": {
+        "type": "object",
+        "properties": {"device": DEVICE},
+    },
+    "PasswordChange": {
+        "type": "object",
+        "required": ["current_password", "new_password"],
+        "properties": {"current_password": STRING, "new_password": PASSWORD},
+    },
+    "PasswordForgot": {
+        "type": "object",
+        "description": "Always 202, so the answer does not reveal which addresses have accounts",
+        "properties": {
+            "email": {"description": "The account's email address; any other value is ignored"}
+        },
+    },
+    "PasswordReset": {
+        "type": "object",
+        "required": ["token", "password"],
+        "properties": {
+            "token": {"type": "string", "description": "The token of the mailed link"},
+            "password": PASSWORD,
+        },
+    },
+    "VerifyConfirm": {
+        "type": "object",
+        "required": ["token"],
+        "properties": {"token": {"type": "string", "description": "The token of the mailed link"}},
+    },
+    "IdToken": {
+        "type": "object",
+        "required": ["id_token"],
+        "properties": {
+            "id_token": {"type": "string", "description": "The provider's ID token (a JWT)"},
+            "nonce": {
+                "type": "string",
+                "description": "The raw nonce the app sent to the provider (its SHA-256 is"
+                " in the token, as Sign in with Apple does)",
+            },
+            "device": DEVICE,
+        },
+    },
+    "Session": {
+        "type": "object",
+        "required": [
+            *("id", "device", "user_agent", "ip", "created", "last_used", "expires"),
+            "current",
+        ],
+        "properties": {
+            "id": STRING,
+            "device": STRING,
+            "user_agent": STRING,
+            "ip": STRING,
+            "created": TIMESTAMP,
+            "last_used": TIMESTAMP,
+            "expires": TIMESTAMP,
+            "current": {"type": "boolean", "description": "The session of this access token"},
+        },
+        "additionalProperties": False,
+    },
+    "ProfilePatch": client_fields(
+        "A JSON merge patch of the caller's profile fields (never email, role or flags)",
+        [*SYSTEM_FIELDS, *USER_FIELD_NAMES],
+    ),
+    "Accepted": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {"status": STRING},
+    },
     "RecordCreate": client_fields(
         "Client fields; `id` may carry a client-made UUIDv7", SYSTEM_FIELDS[1:]
     ),
@@ -192,7 +371,7 @@ SCHEMAS: dict[str, Schema] = {
         "type": "object",
         "required": ["items", "next_cursor"],
         "properties": {
-            "items": {"type": "array", "items": ref("Record")},
+            "items": {"type": "array", "items": listed("Record")},
             "next_cursor": {"type": ["string", "null"]},
         },
     },
@@ -208,13 +387,32 @@ SCHEMAS: dict[str, Schema] = {
             "max_length": {"type": ["integer", "null"], "minimum": 0},
             "min": {"type": ["number", "null"]},
             "max": {"type": ["number", "null"]},
+            "values": {
+                "type": ["array", "null"],
+                "minItems": 1,
+                "items": {"type": ["string", "number", "boolean"]},
+                "description": "The only values the field may take",
+            },
+            "hidden": {
+                "type": "boolean",
+                "description": "Shown only to admins and the record's owner; nobody else may"
+                " filter or sort on it",
+            },
         },
         "additionalProperties": False,
     },
     "CollectionInput": {
         "type": "object",
         "required": ["name"],
-        "properties": DEFINITION_PROPERTIES,
+        "properties": {
+            **DEFINITION_PROPERTIES,
+            "name": {
+                "type": "string",
+                "pattern": COLLECTION_NAME,
+                "not": {"const": "users"},
+                "description": "Not `users`: that collection is built in",
+            },
+        },
         "additionalProperties": False,
     },
     "CollectionPatch": {
@@ -295,6 +493,219 @@ LIST_PARAMETERS = [
     param("cursor", "query", STRING, "next_cursor of the previous page"),
     param("fields", "query", STRING, "Comma-separated fields to return"),
 ]
+
+
+USER_ID = param("id", "path", {"type": "string", "pattern": UUID7}, "A user id (UUIDv7)")
+SIGNED_IN = ("401", "503")
+"""What every operation on the signed-in account may answer besides its own statuses."""
+
+
+def user_paths() -> dict[str, Schema]:
+    return {
+        "/api/users": {
+            "get": operation(
+                "List users (the `users` collection under its list rule: by default a user"
+                " sees only themself, an admin everyone)",
+                {"200": ok("A page", ref("UserPage"))},
+                parameters=[p for p in LIST_PARAMETERS if p["name"] != "name"],
+                errors=("400", "401", "403", "503"),
+            )
+        },
+        "/api/users/{id}": {
+            "get": operation(
+                "Get a user (404 when the view rule hides them)",
+                {"200": ok("Found", ref("User"), ETAG), "304": ok("Not modified")},
+                parameters=[USER_ID, param("If-None-Match", "header", STRING)],
+                errors=("400", "401", "403", "404", "503"),
+            )
+        },
+    }
+
+
+def auth_paths() -> dict[str, Schema]:
+    signed_in = ref("SignedIn")
+    sign_in_errors = (*BODY_ERRORS, "429", "503")
+    return {
+        "/api/auth/signup": {
+            "post": operation(
+                "Create an account with email and password, and sign in",
+                {"201": ok("Signed in", signed_in)},
+                body=ref("Signup"),
+                errors=(*sign_in_errors, "403", "409"),
+                description="409 when the email has an account; 403 when `data` names an"
+                " account field.",
+            )
+        },
+        "/api/auth/login": {
+            "post": operation(
+                "Sign in with email and password",
+                {"200": ok("Signed in", signed_in)},
+                body=ref("Login"),
+                errors=(*sign_in_errors, "401"),
+                description="A wrong password and an unknown email are the same 401.",
+            )
+        },
+        "/api/auth/anonymous": {
+            "post": operation(
+                "Create a guest account and sign in",
+                {"201": ok("Signed in as a guest", signed_in)},
+                body=ref("Device"),
+                errors=sign_in_errors,
+            )
+        },
+        "/api/auth/upgrade": {
+            "post": operation(
+                "Give the signed-in guest an email and password (same id, same records)",
+                {"200": ok("The same session, the user updated", signed_in)},
+                body=ref("Upgrade"),
+                errors=(*BODY_ERRORS, *SIGNED_IN, "409"),
+            )
+        },
+        "/api/auth/refresh": {
+            "post": operation(
+                "Trade a refresh token for a new access token and the next refresh token",
+                {"200": ok("Signed in", signed_in)},
+                body=ref("Refresh"),
+                errors=(*sign_in_errors, "401"),
+                description="Presenting a used refresh token again (after a 30 s grace for"
+                " lost answers) revokes its session.",
+            )
+        },
+        "/api/auth/logout": {
+            "post": operation(
+                "Sign out: revoke this session", {"204": ok("Signed out")}, errors=SIGNED_IN
+            )
+        },
+        "/api/auth/sessions": {
+            "get": operation(
+                "The caller's live sessions (devices)",
+                {
+                    "200": ok(
+                        "Sessions, most recently used first",
+                        {
+                            "type": "object",
+                            "required": ["items"],
+                            "properties": {"items": {"type": "array", "items": ref("Session")}},
+                        },
+                    )
+                },
+                errors=SIGNED_IN,
+            ),
+            "delete": operation(
+                "Revoke every other session of the caller",
+                {
+                    "200": ok(
+                        "How many were revoked",
+                        {
+                            "type": "object",
+                            "required": ["revoked"],
+                            "properties": {"revoked": {"type": "integer", "minimum": 0}},
+                        },
+                    )
+                },
+                errors=SIGNED_IN,
+            ),
+        },
+        "/api/auth/sessions/{id}": {
+            "delete": operation(
+                "Revoke one of the caller's sessions",
+                {"204": ok("Revoked")},
+                parameters=[param("id", "path", STRING, "A session id")],
+                errors=(*SIGNED_IN, "404"),
+            )
+        },
+        "/api/auth/me": {
+            "get": operation(
+                "The signed-in user", {"200": ok("The user", ref("User"))}, errors=SIGNED_IN
+            ),
+            "patch": operation(
+                "Change the caller's profile fields (a merge patch)",
+                {"200": ok("The user", ref("User"))},
+                body=ref("ProfilePatch"),
+                errors=(*BODY_ERRORS, *SIGNED_IN, "403", "409"),
+            ),
+            "delete": operation(
+                "Delete the account, its sessions and every record it owns",
+                {"204": ok("Deleted")},
+                errors=SIGNED_IN,
+            ),
+        },
+        "/api/auth/password/change": {
+            "post": operation(
+                "Change the password; every other session is signed out",
+                {"204": ok("Changed")},
+                body=ref("PasswordChange"),
+                errors=(*BODY_ERRORS, *SIGNED_IN),
+            )
+        },
+        "/api/auth/password/forgot": {
+            "post": operation(
+                "Mail a password-reset link (the answer is the same whether or not the"
+                " address has an account)",
+                {"202": ok("Accepted", ref("Accepted"))},
+                body=ref("PasswordForgot"),
+                errors=sign_in_errors,
+            )
+        },
+        "/api/auth/password/reset": {
+            "post": operation(
+                "Set a new password with the mailed token; every session is signed out",
+                {"204": ok("Changed")},
+                body=ref("PasswordReset"),
+                errors=(*sign_in_errors, "401"),
+            )
+        },
+        "/api/auth/verify/request": {
+            "post": operation(
+                "Mail a link that confirms the caller's email address",
+                {"202": ok("Accepted", ref("Accepted"))},
+                errors=("400", *SIGNED_IN, "409"),
+                description="400 when the account has no email (a guest), 409 when it is"
+                " already verified.",
+            )
+        },
+        "/api/auth/verify/confirm": {
+            "post": operation(
+                "Confirm an email address with the mailed token",
+                {"200": ok("The user, verified", ref("User"))},
+                body=ref("VerifyConfirm"),
+                errors=(*sign_in_errors, "401"),
+            )
+        },
+        "/api/auth/oidc/{provider}": {
+            "post": operation(
+                "Sign in with an identity provider's ID token (Apple, Google, ...)",
+                {"200": ok("Signed in", signed_in)},
+                body=ref("IdToken"),
+                parameters=[param("provider", "path", STRING, "`apple`, `google`, ...")],
+                errors=(*sign_in_errors, "401", "404"),
+                description="404 for a provider this server has no client id for.",
+            )
+        },
+        "/auth/reset-password": {
+            "get": operation(
+                "The page a password-reset mail links to",
+                {"200": html_page()},
+                parameters=[param("token", "query", STRING, "The mailed token")],
+                errors=(),
+            )
+        },
+        "/auth/verify-email": {
+            "get": operation(
+                "The page a verification mail links to",
+                {"200": html_page()},
+                parameters=[param("token", "query", STRING, "The mailed token")],
+                errors=(),
+            )
+        },
+    }
+
+
+def html_page() -> Schema:
+    return {
+        "description": "An HTML page that posts the token to the JSON API",
+        "content": {"text/html": {"schema": STRING}},
+    }
 
 
 def build_spec() -> Schema:
@@ -378,6 +789,8 @@ def build_spec() -> Schema:
             )
         },
     }
+    paths.update(user_paths())
+    paths.update(auth_paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "Roost", "version": __version__},

@@ -40,7 +40,8 @@ def problem(
 
 async def roost_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RoostError)
-    return problem(exc)
+    retry_after = exc.extra.get("retry_after")
+    return problem(exc, {"Retry-After": str(retry_after)} if retry_after else None)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from roost.http.endpoints import auth, batch, collections, health, openapi, records, users
+from roost.http.endpoints import (
+    auth,
+    batch,
+    collections,
+    health,
+    openapi,
+    pages,
+    records,
+    users,
+)
 
 RECORD = "/api/collections/{name}/records/{id}"
 
@@ -38,4 +47,11 @@ ROUTES = [
     Route("/api/auth/me", auth.update_me, methods=["PATCH"]),
     Route("/api/auth/me", auth.delete_me, methods=["DELETE"]),
     Route("/api/auth/password/change", auth.change_password, methods=["POST"]),
+    Route("/api/auth/oidc/{provider}", auth.oidc, methods=["POST"]),
+    Route("/api/auth/password/forgot", auth.forgot_password, methods=["POST"]),
+    Route("/api/auth/password/reset", auth.reset_password, methods=["POST"]),
+    Route("/api/auth/verify/request", auth.request_verification, methods=["POST"]),
+    Route("/api/auth/verify/confirm", auth.confirm_verification, methods=["POST"]),
+    Route("/auth/reset-password", pages.reset_password, methods=["GET"]),
+    Route("/auth/verify-email", pages.verify_email, methods=["GET"]),
 ]

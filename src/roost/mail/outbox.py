@@ -104,7 +104,7 @@ def backoff_seconds(
     attempts: int, policy: OutboxPolicy, jitter: Callable[[], float] = random.random
 ) -> float:
     """Delay after ``attempts`` failed attempts: exponential, capped, half of it random."""
-    delay = min(policy.retry_cap, policy.retry_base * 2 ** min(attempts - 1, 32))
+    delay = min(policy.retry_cap, policy.retry_base * 2.0 ** min(attempts - 1, 32))
     return delay / 2 + delay / 2 * jitter()
 
 
@@ -137,7 +137,11 @@ class OutboxWorker:
         return sent
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until ``stop`` is set; a failing database is logged and retried."""
+        """Deliver until ``stop`` is set; a failing database is logged and retried.
+
+        Once ``stop`` is set, the send in progress ends (within its timeout) and the rest
+        of the batch is released for another worker, so shutdown waits for one send at most.
+        """
         last_purge: float | None = None
         loop = asyncio.get_running_loop()
         while not stop.is_set():
@@ -147,7 +151,7 @@ class OutboxWorker:
                 if last_purge is None or loop.time() - last_purge >= self._policy.purge_every:
                     await self.purge()
                     last_purge = loop.time()
-                claimed, _ = await self._round()
+                claimed, _ = await self._round(stop)
             except Exception:
                 log.exception("outbox round failed")
             if claimed < self._policy.batch_size:
@@ -163,11 +167,12 @@ class OutboxWorker:
                 (cutoff, GAVE_UP, cutoff),
             )
 
-    async def _round(self) -> tuple[int, int]:
+    async def _round(self, stop: asyncio.Event | None = None) -> tuple[int, int]:
         rows, lease_end = await self._claim()
         sent = 0
         for index, row in enumerate(rows):
-            if self._clock() + timedelta(seconds=self._policy.send_timeout) >= lease_end:
+            out_of_time = self._clock() + timedelta(seconds=self._policy.send_timeout) >= lease_end
+            if out_of_time or (stop is not None and stop.is_set()):
                 await self._release(rows[index:], lease_end)
                 break
             sent += await self._deliver(row, iso(lease_end))
@@ -243,7 +248,7 @@ class OutboxWorker:
             )
 
     async def _release(self, rows: list[Row], lease_end: datetime) -> None:
-        """Give back claimed rows this round has no time left to send (not an attempt)."""
+        """Give back claimed rows this round will not send (not counted as an attempt)."""
         async with self._storage.write() as conn:
             for row in rows:
                 await conn.execute(

@@ -85,6 +85,7 @@ class RedisRateLimiter(RateLimiter):
             connection_pool=self._pool,  # type: ignore[arg-type]
         )
         self._strategy = MovingWindowRateLimiter(self._storage)
+        self._client = aioredis.Redis(connection_pool=self._pool)
 
     async def hit(self, limit: str, *key: str) -> float | None:
         item = parse_limit(limit)
@@ -106,7 +107,7 @@ class RedisRateLimiter(RateLimiter):
 
     async def ping(self) -> bool:
         try:
-            await self._call(self._pool_ping())
+            await self._call(self._client.ping())
         except FAILURES as error:
             self._failed(error)
             return False
@@ -114,10 +115,6 @@ class RedisRateLimiter(RateLimiter):
 
     async def aclose(self) -> None:
         await self._pool.aclose()
-
-    async def _pool_ping(self) -> None:
-        client = aioredis.Redis(connection_pool=self._pool)
-        await client.ping()
 
     def _failing_open(self) -> bool:
         failed_at = self._failed_at

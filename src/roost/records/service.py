@@ -294,7 +294,10 @@ class Records:
         return Outcome(200, strip_hidden(collection, principal, to_public(stored)))
 
     async def _delete(self, conn: Connection, collection: Collection, row: Row) -> Outcome:
-        await delete_row(self._storage, conn, collection.definition.name, row)
+        if collection.definition.name == USERS:
+            await delete_account(self._storage, conn, row["id"])
+        else:
+            await delete_row(self._storage, conn, collection.definition.name, row)
         return Outcome(204, None)
 
 
@@ -304,6 +307,24 @@ async def delete_row(storage: Storage, conn: Connection, name: str, row: Row) ->
     await storage.append_change(
         conn, name, row["id"], "delete", row["version"] + 1, row["owner"], now_iso()
     )
+
+
+ACCOUNT_TABLES = ("_credentials", "_sessions", "_one_time_tokens", "_identities")
+"""Roost's own rows about a user; they go with the account."""
+
+
+async def delete_account(storage: Storage, conn: Connection, user_id: str) -> None:
+    """Delete a user, every record they own (with tombstones) and their sign-in data."""
+    names = [row["name"] for row in await conn.fetch_all("SELECT name FROM _collections")]
+    for name in names:
+        rows = await conn.fetch_all(
+            f"SELECT id, owner, version FROM {table_name(name)} WHERE owner = ? OR id = ?",
+            (user_id, user_id if name == USERS else ""),
+        )
+        for row in rows:
+            await delete_row(storage, conn, name, row)
+    for table in ACCOUNT_TABLES:
+        await conn.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,))
 
 
 def _select_page(

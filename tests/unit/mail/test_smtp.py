@@ -133,9 +133,7 @@ async def test_a_refused_message_says_whether_to_retry(
         assert reply.split()[0] in str(caught.value)
 
 
-async def test_a_silent_server_times_out(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_silent_server_times_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(roost.mail.smtp, "COMMAND_TIMEOUT_SECONDS", 0.2)
     held: list[asyncio.StreamWriter] = []
 

@@ -75,7 +75,9 @@ def test_names() -> None:
     assert check_names({"ok_1": 1, "A": 2}) == []
     bad = check_names({"id": 1, "owner": 1, "1x": 1, "a-b": 1, "a" * 65: 1})
     assert [e["field"] for e in bad] == ["id", "owner", "1x", "a-b", "a" * 65]
-    assert check_names({"id": "x"}, allow_id=True) == []
+    assert check_names({"id": "x"}, allow={"id"}) == []
+    assert check_names({"id": "x", "owner": "u"}, allow={"id", "owner"}) == []
+    assert [e["field"] for e in check_names({"id": "x", "owner": "u"}, allow={"owner"})] == ["id"]
 
 
 @pytest.mark.parametrize(
@@ -92,6 +94,32 @@ def test_merge_patch_follows_rfc_7396(
     target: dict[str, object], patch: dict[str, object], result: dict[str, object]
 ) -> None:
     assert merge_patch(target, patch) == result
+
+
+def test_values_limit_a_field_to_a_list() -> None:
+    spec = {"role": FieldSpec(type="string", values=["user", "admin"])}
+    assert validate_data({"role": "admin"}, spec, strict=False, creating=True) == {"role": "admin"}
+    with pytest.raises(ValidationFailed) as caught:
+        validate_data({"role": "root"}, spec, strict=False, creating=True)
+    assert caught.value.extra["errors"][0]["message"] == "role must be one of user, admin"
+    # true is not the number 1, and 1 is not true
+    with pytest.raises(ValidationFailed):
+        validate_data(
+            {"n": True}, {"n": FieldSpec(type="number", values=[1, 2])}, strict=False, creating=True
+        )
+    with pytest.raises(ValueError):
+        FieldSpec(type="integer", values=[1, "two"])  # every value fits the field's type
+    with pytest.raises(ValueError):
+        FieldSpec(type="integer", max=5, values=[1, 9])  # ... and its limits
+    with pytest.raises(ValueError):
+        FieldSpec(type="string", values=[])
+    with pytest.raises(ValueError):
+        FieldSpec(type="string", values=["a"], default="b")
+
+
+def test_hidden_is_a_flag_of_the_spec() -> None:
+    assert FieldSpec(type="string").hidden is False
+    assert FieldSpec(type="string", hidden=True).hidden is True
 
 
 def test_a_default_must_fit_its_field() -> None:
