@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from typing import Any
 
+import httpx
 import pytest
 
 from api.scenario import Api, Auth, Scenario, ids
@@ -738,3 +739,16 @@ async def test_hidden_fields_are_for_admins_and_owners(api: Api) -> None:
         assert allowed.status_code == 200, allowed.text
     only = await api.request("GET", path, params={"filter": 'phone = "111"'})
     assert [item["id"] for item in only.json()["items"]] == [theirs["id"]]
+
+
+async def test_an_admin_writes_user_emails_lowercased(admin: httpx.AsyncClient) -> None:
+    """Sign-in looks addresses up lowercased, so a user an admin makes can still sign in."""
+    created = await admin.post(
+        "/api/collections/users/records", json={"email": " Mixed@Example.COM "}
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["email"] == "mixed@example.com"
+    changed = await admin.patch(
+        f"/api/collections/users/records/{created.json()['id']}", json={"email": "Other@X.ORG"}
+    )
+    assert changed.json()["email"] == "other@x.org"

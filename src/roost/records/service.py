@@ -215,8 +215,11 @@ class Records:
         collection = await collections.load(conn, op.collection)
         data = op.data or {}
         _check_names(data, creating=op.action == "create", admin=principal.is_admin)
-        if collection.definition.name == USERS and not principal.is_admin:
-            _refuse_account_fields(data)
+        if collection.definition.name == USERS:
+            if not principal.is_admin:
+                _refuse_account_fields(data)
+            elif isinstance(data.get("email"), str):  # sign-in looks addresses up lowercased
+                data = {**data, "email": data["email"].strip().lower()}
         context = expression_context(principal, data)
         if op.action == "create":
             return await self._create(conn, collection, data, principal, context)
