@@ -85,17 +85,6 @@ def keyset_sql(
     params = Params()
     after: Fragment = False  # equal on every key: not strictly after
     for key, value in zip(reversed(keys), reversed(last_values), strict=True):
-        column = dialect.sort_sql(key.path)
-        if value is None:
-            if key.descending:
-                after = sql_and([f"{column} IS NULL", after])
-            else:
-                after = sql_or([f"{column} IS NOT NULL", sql_and([f"{column} IS NULL", after])])
-            continue
-        beyond = f"{column} {'<' if key.descending else '>'} {params.add(value)}"
-        tied = sql_and([dialect.null_safe_equal(column, params.add(value)), after])
-        if key.descending:
-            after = sql_or([beyond, f"{column} IS NULL", tied])
-        else:
-            after = sql_or([beyond, tied])
+        beyond, tied = dialect.keyset_step(key.path, value, key.descending, params)
+        after = sql_or([*beyond, sql_and([tied, after])])
     return params.finish(finish_fragment(after, dialect), dialect)

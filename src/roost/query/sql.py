@@ -26,6 +26,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal as TypingLiteral
 from typing import TypeAlias
 
 from roost.query.ast import (
@@ -69,6 +70,9 @@ SQLFunction: TypeAlias = Callable[..., "int | float | str | bytes | None"]
 
 Fragment: TypeAlias = str | bool
 """A SQL condition under construction, or a constant the compiler already knows."""
+
+Source: TypeAlias = TypingLiteral["static", "column", "data"]
+"""Where one side of a comparison comes from: a bound value, a system column, record data."""
 
 
 class Dialect(ABC):
@@ -135,6 +139,16 @@ class Dialect(ABC):
         """The value of a data path for comparing with another value of ``kind``."""
         return self.field_sql(path)
 
+    def operand_sql(self, sql: str, source: Source, kind: Kind, op: str, other: Source) -> str:
+        """One side of a comparison of values of ``kind`` with operator ``op``.
+
+        ``sql`` is a placeholder (``static``), the column (``column``) or
+        :meth:`value_sql` (``data``); ``other`` is where the other side comes from
+        (``op`` is ``"?="`` for the value sought in an array, ``other`` then ``"data"``).
+        A dialect whose types depend on both sides (PostgreSQL) converts here.
+        """
+        return sql
+
     def bind(self, value: Scalar) -> object:
         """A literal or context value as the driver should receive it."""
         return value
@@ -154,6 +168,24 @@ class Dialect(ABC):
     def order_term(self, path: Path, descending: bool) -> str:
         """One ``ORDER BY`` term: NULL first ascending, last descending."""
         return f"{self.sort_sql(path)} {'DESC' if descending else 'ASC'}"
+
+    def keyset_step(
+        self, path: Path, value: Scalar, descending: bool, params: Params
+    ) -> tuple[list[Fragment], Fragment]:
+        """For keyset pagination on one sort key: the conditions "this row sorts strictly
+        after ``value`` on this key" (any of them) and "this row ties with ``value``".
+
+        ``value`` is what the database returned for :meth:`sort_sql` (None for NULL).
+        """
+        column = self.sort_sql(path)
+        if value is None:
+            if descending:
+                return [], f"{column} IS NULL"
+            return [f"{column} IS NOT NULL"], f"{column} IS NULL"
+        beyond: list[Fragment] = [f"{column} {'<' if descending else '>'} {params.add(value)}"]
+        if descending:
+            beyond.append(f"{column} IS NULL")
+        return beyond, self.null_safe_equal(column, params.add(value))
 
 
 class Params:
@@ -260,6 +292,14 @@ class _Data:
 
 
 _Side: TypeAlias = _Static | _Column | _Data
+
+
+def _source(side: _Side) -> Source:
+    if isinstance(side, _Static):
+        return "static"
+    return "column" if isinstance(side, _Column) else "data"
+
+
 _Condition: TypeAlias = Callable[[str, str], str]
 
 
@@ -304,13 +344,16 @@ class _Compiler:
             return self.dialect.kind_test(side.path, kind)
         return True
 
-    def _value(self, side: _Side, kind: Kind) -> str:
+    def _value(self, side: _Side, kind: Kind, op: str, other: _Side) -> str:
+        sql: str
         if isinstance(side, _Static):
             assert not isinstance(side.value, list | dict)
-            return self.params.add(self.dialect.bind(side.value))
-        if isinstance(side, _Column):
-            return side.sql
-        return self.dialect.value_sql(side.path, kind)
+            sql = self.params.add(self.dialect.bind(side.value))
+        elif isinstance(side, _Column):
+            sql = side.sql
+        else:
+            sql = self.dialect.value_sql(side.path, kind)
+        return self.dialect.operand_sql(sql, _source(side), kind, op, _source(other))
 
     def _compare(self, expr: Compare) -> Fragment:
         left = self._side(expr.left)
@@ -326,13 +369,13 @@ class _Compiler:
                 return equal if op == "=" else not equal
             return self.dialect.is_not_true(equal)
         if op in ("~", "!~"):
-            contains = self._typed(left, right, ("string",), self.dialect.icontains)
+            contains = self._typed(left, right, ("string",), self.dialect.icontains, "~")
             if op == "~" or isinstance(contains, bool):
                 return contains if op == "~" else not contains
             return self.dialect.is_not_true(contains)
         if op == "?=":
             return self._any_equal(left, right)
-        return self._typed(left, right, ("number", "string"), lambda a, b: f"{a} {op} {b}")
+        return self._typed(left, right, ("number", "string"), lambda a, b: f"{a} {op} {b}", op)
 
     def _typed(
         self,
@@ -340,6 +383,7 @@ class _Compiler:
         right: _Side,
         kinds: tuple[Kind, ...],
         condition: _Condition,
+        op: str,
     ) -> Fragment:
         terms: list[Fragment] = []
         for kind in kinds:
@@ -349,7 +393,10 @@ class _Compiler:
                         [
                             self._kind(left, kind),
                             self._kind(right, kind),
-                            condition(self._value(left, kind), self._value(right, kind)),
+                            condition(
+                                self._value(left, kind, op, right),
+                                self._value(right, kind, op, left),
+                            ),
                         ]
                     )
                 )
@@ -361,7 +408,7 @@ class _Compiler:
         terms: list[Fragment] = []
         if "null" in left.kinds and "null" in right.kinds:
             terms.append(sql_and([self._null(left), self._null(right)]))
-        terms.append(self._typed(left, right, SCALAR_KINDS[1:], lambda a, b: f"{a} = {b}"))
+        terms.append(self._typed(left, right, SCALAR_KINDS[1:], lambda a, b: f"{a} = {b}", "="))
         return sql_or(terms)
 
     def _any_equal(self, left: _Side, right: _Side) -> Fragment:
@@ -379,6 +426,7 @@ class _Compiler:
                 found = self.dialect.array_contains(left.path, kind, None)
                 terms.append(sql_and([self._null(right), found]))
             else:
-                found = self.dialect.array_contains(left.path, kind, self._value(right, kind))
+                value = self._value(right, kind, "?=", left)
+                found = self.dialect.array_contains(left.path, kind, value)
                 terms.append(sql_and([self._kind(right, kind), found]))
         return sql_and([self.dialect.kind_test(left.path, "array"), sql_or(terms)])
