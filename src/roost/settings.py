@@ -53,7 +53,8 @@ class Settings(BaseSettings):
     env: Literal["dev", "prod"] = "prod"
     data_dir: Path = Path("roost_data")
     database_url: str = ""
-    """``sqlite:///path/to.db`` (default: ``roost.db`` in the data folder) or ``sqlite://:memory:``."""
+    """``sqlite:///path/to.db`` (default: ``roost.db`` in the data folder), ``sqlite://:memory:``
+    or ``postgresql://user:password@host:5432/database``."""
     cache_url: str = "memory://"
     broker_url: str = "memory://"
     secret_key: SecretStr | None = None
@@ -76,6 +77,15 @@ class Settings(BaseSettings):
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     """FULL survives power loss; NORMAL (WAL) survives a killed process only."""
     sqlite_readers: int = Field(default=4, ge=1, le=64)
+    postgres_pool_min: int = Field(default=1, ge=0, le=1000)
+    """Connections each instance keeps open to PostgreSQL."""
+    postgres_pool_max: int = Field(default=10, ge=1, le=1000)
+    """Most connections each instance opens to PostgreSQL (mind ``max_connections``)."""
+    postgres_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    """Client side: connecting, waiting for a pooled connection, and any one command."""
+    postgres_statement_timeout_ms: int = Field(default=20_000, ge=0)
+    """Server side ``statement_timeout`` (0: none); below the client timeout, so the server
+    cancels a slow statement first and the connection stays usable."""
     idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=60)
 
     public_url: str = ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -9,14 +10,35 @@ import pytest
 
 from conftest import make_settings
 from roost.storage.base import IndexSpec, Storage, UniqueViolation, open_storage, table_name
-from roost.storage.migrations.sqlite import MIGRATIONS
+from roost.storage.migrations import postgres as postgres_migrations
+from roost.storage.migrations import sqlite as sqlite_migrations
 
 NOW = "2026-01-01T00:00:00.000Z"
+BACKENDS = ["sqlite-file", "sqlite-memory", "postgres"]
+INDEX_DEFINITIONS = {
+    "sqlite": "SELECT sql AS definition FROM sqlite_master"
+    " WHERE type = 'index' AND name LIKE 'ix_%'",
+    "postgres": "SELECT indexdef AS definition FROM pg_indexes WHERE indexname LIKE 'ix_%'",
+}
+"""Per engine: the definitions of the declared (``ix_``) indexes."""
+MIGRATIONS = {"sqlite": sqlite_migrations.MIGRATIONS, "postgres": postgres_migrations.MIGRATIONS}
 
 
-@pytest.fixture(params=["sqlite-file", "sqlite-memory"])
+def engine(storage: Storage) -> str:
+    """``sqlite`` or ``postgres``: the adapter module's name."""
+    return type(storage).__module__.rsplit(".", 1)[-1]
+
+
+def database_url(request: pytest.FixtureRequest, backend: str) -> str:
+    if backend == "postgres":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
+    return {"sqlite-file": "", "sqlite-memory": "sqlite:///:memory:"}[backend]
+
+
+@pytest.fixture(params=BACKENDS)
 async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
-    url = {"sqlite-file": "", "sqlite-memory": "sqlite:///:memory:"}[request.param]
+    url = database_url(request, request.param)
     backend = open_storage(make_settings(tmp_path, database_url=url))
     await backend.open()
     try:
@@ -95,10 +117,8 @@ async def test_unique_indexes_refuse_duplicates(storage: Storage) -> None:
 async def test_declared_indexes_are_synchronised(storage: Storage) -> None:
     async def indexes() -> set[str]:
         async with storage.read() as conn:
-            rows = await conn.fetch_all(
-                "SELECT sql FROM sqlite_master WHERE type = 'index' AND name LIKE 'ix_%'"
-            )
-        return {row["sql"] for row in rows}
+            rows = await conn.fetch_all(INDEX_DEFINITIONS[engine(storage)])
+        return {row["definition"] for row in rows}
 
     await define(storage, "posts", IndexSpec(("a",)), IndexSpec(("b", "c"), unique=True))
     first = await indexes()
@@ -132,12 +152,33 @@ async def test_dropping_a_collection_drops_its_rows_and_changes(storage: Storage
         assert await conn.fetch_all("SELECT id FROM r_posts") == []
 
 
-async def test_migrations_run_once(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
+@pytest.mark.parametrize("backend", ["sqlite-file", "postgres"])
+async def test_migrations_run_once(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str
+) -> None:
+    settings = make_settings(tmp_path, database_url=database_url(request, backend))
     for _ in range(2):
-        backend = open_storage(settings)
-        await backend.open()
-        async with backend.read() as conn:
-            rows = await conn.fetch_all("SELECT version FROM _migrations")
-        await backend.aclose()
-        assert [row["version"] for row in rows] == [m.version for m in MIGRATIONS] == [1, 2]
+        storage = open_storage(settings)
+        await storage.open()
+        async with storage.read() as conn:
+            rows = await conn.fetch_all("SELECT version FROM _migrations ORDER BY version")
+        await storage.aclose()
+        versions = [m.version for m in MIGRATIONS[engine(storage)]]
+        assert [row["version"] for row in rows] == versions == [1, 2]
+
+
+@pytest.mark.parametrize("backend", ["sqlite-file", "postgres"])
+async def test_instances_starting_together_migrate_once(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str
+) -> None:
+    settings = make_settings(tmp_path, database_url=database_url(request, backend))
+    storages = [open_storage(settings) for _ in range(3)]
+    try:
+        await asyncio.gather(*(storage.open() for storage in storages))
+        for storage in storages:
+            async with storage.read() as conn:
+                rows = await conn.fetch_all("SELECT version FROM _migrations ORDER BY version")
+            assert [row["version"] for row in rows] == [1, 2]
+    finally:
+        for storage in storages:
+            await storage.aclose()

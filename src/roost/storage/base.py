@@ -97,7 +97,11 @@ class Storage(ABC):
         owner: str | None,
         at: str,
     ) -> int:
-        """Append one change inside the write transaction ``conn``; return its position."""
+        """Append one change inside the write transaction ``conn``.
+
+        Return its position, or 0 when the backend assigns positions only after the
+        transaction commits (PostgreSQL): no caller may rely on it.
+        """
 
     @abstractmethod
     async def changes_since(
@@ -120,7 +124,11 @@ class Storage(ABC):
         """Close every connection."""
 
 
-BACKENDS = {"sqlite": "roost.storage.sqlite:SQLiteStorage"}
+BACKENDS = {
+    "sqlite": "roost.storage.sqlite:SQLiteStorage",
+    "postgresql": "roost.storage.postgres:PostgresStorage",
+    "postgres": "roost.storage.postgres:PostgresStorage",
+}
 
 
 def open_storage(settings: Settings) -> Storage:

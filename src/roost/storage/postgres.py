@@ -1,0 +1,435 @@
+"""The scale-out backend: PostgreSQL through an asyncpg connection pool.
+
+**Statements.** Services write SQL with ``?`` placeholders; :func:`numbered` turns each
+``?`` outside quoted text and comments into ``$1..$n`` (translations are cached), rows
+come back as dicts, a unique violation becomes ``UniqueViolation`` and a lost connection,
+a timeout or a cancelled statement becomes ``StorageError``. ``read()`` lends a pooled
+connection (each statement commits on its own); ``write()`` is one transaction on one.
+
+**Change log.** PostgreSQL transactions commit in any order, so a position taken at insert
+time (a sequence) could become visible after a larger one a reader already passed. Here a
+change is inserted with ``position`` NULL and its writer's transaction id (``xid``), and a
+*stamping* step gives positions later, serialised by an advisory lock: it numbers, in
+``(xid, id)`` order, only changes whose writers have all finished (``xid`` below the
+``xmin`` of the current snapshot), continuing from ``_changes_counter``. So every stamped
+position is larger than every position stamped before it, and a reader that asks for
+``position > p`` can never skip one. ``changes_since`` stamps before it reads (a cheap
+check first). A change becomes readable once every transaction older than its writer's
+has finished: a long transaction anywhere on the server delays the log, never reorders it.
+
+**Collections.** One table each, ``data`` JSONB; declared indexes are expression indexes
+on exactly ``dialect.field_sql(path)``. They are built with a plain ``CREATE INDEX`` inside
+the caller's transaction (``CREATE INDEX CONCURRENTLY`` cannot run in a transaction): on
+a large existing table this blocks its writes while the index builds.
+
+**Migrations** run in one transaction under an advisory lock, so instances starting
+together migrate exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, NoReturn
+
+import asyncpg
+
+from roost.query.postgres import PostgresDialect, setup_sql
+from roost.settings import Settings
+from roost.storage.base import (
+    Change,
+    Connection,
+    IndexSpec,
+    Op,
+    Row,
+    Storage,
+    StorageError,
+    UniqueViolation,
+    table_name,
+)
+from roost.storage.migrations.postgres import MIGRATIONS
+from roost.storage.migrations.runner import migrate
+
+INDEX_PREFIX = "ix_"
+MAX_IDENTIFIER = 63
+"""PostgreSQL cuts longer names (NAMEDATALEN - 1 bytes)."""
+
+LOCK_CLASS = 0x526F6F73
+"""First key of Roost's two-key advisory locks ("Roos")."""
+MIGRATIONS_LOCK = 1
+STAMP_LOCK = 2
+COLLECTION_LOCK_CLASS = LOCK_CLASS + 1
+"""Advisory locks per collection name: ``(COLLECTION_LOCK_CLASS, hashtext(name))``."""
+
+FAILURES: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,  # statement timeout, admin shutdown, cannot connect
+    asyncpg.InsufficientResourcesError,  # disk full, too many connections
+    asyncpg.TransactionRollbackError,  # deadlock, serialization failure
+    asyncpg.LockNotAvailableError,
+    asyncpg.IntegrityConstraintViolationError,
+)
+"""Errors of the database itself (not of the SQL): they become ``StorageError``."""
+
+UNSTAMPED = (
+    "SELECT EXISTS (SELECT 1 FROM _changes WHERE position IS NULL"
+    " AND xid < pg_snapshot_xmin(pg_current_snapshot())) AS pending"
+)
+STAMP = """
+WITH todo AS MATERIALIZED (
+    SELECT id, row_number() OVER (ORDER BY xid, id) AS n
+    FROM _changes
+    WHERE position IS NULL AND xid < pg_snapshot_xmin(pg_current_snapshot())
+), bump AS (
+    UPDATE _changes_counter SET last = last + (SELECT count(*) FROM todo)
+    WHERE EXISTS (SELECT 1 FROM todo)
+    RETURNING last - (SELECT count(*) FROM todo) AS base
+)
+UPDATE _changes AS c SET position = bump.base + todo.n
+FROM todo, bump
+WHERE c.id = todo.id
+"""
+"""Numbers every change whose writer and all older transactions have finished, in
+``(xid, id)`` order, after the last position given; run under ``STAMP_LOCK``."""
+
+
+@functools.lru_cache(maxsize=2048)
+def numbered(sql: str) -> str:
+    """``sql`` with each ``?`` placeholder replaced by ``$1``, ``$2``, ... in text order.
+
+    A ``?`` inside a string literal (``'...'``, ``E'...'``, ``$tag$...$tag$``), a quoted
+    identifier or a comment is left alone. SQL that already numbers its parameters
+    (``$1``) and also uses ``?`` is refused: the two cannot be told apart. Roost's SQL
+    never uses the JSONB operators ``?``, ``?|``, ``?&`` (the dialect uses functions).
+    """
+    out: list[str] = []
+    count = 0
+    dollar_params = False
+    i = 0
+    length = len(sql)
+    while i < length:
+        char = sql[i]
+        if char == "?":
+            count += 1
+            out.append(f"${count}")
+            i += 1
+            continue
+        end = i + 1
+        if char == "'":
+            escapes = i > 0 and sql[i - 1] in "eE" and (i < 2 or not _word(sql[i - 2]))
+            end = _string_end(sql, i, escapes)
+        elif char == '"':
+            closing = sql.find('"', i + 1)
+            end = length if closing < 0 else closing + 1
+        elif sql.startswith("--", i):
+            newline = sql.find("\n", i)
+            end = length if newline < 0 else newline + 1
+        elif sql.startswith("/*", i):
+            end = _comment_end(sql, i)
+        elif char == "$" and (i == 0 or not _word(sql[i - 1])):
+            if i + 1 < length and sql[i + 1].isdigit():
+                dollar_params = True
+            else:
+                end = _dollar_quote_end(sql, i)
+        out.append(sql[i:end])
+        i = end
+    if count and dollar_params:
+        raise ValueError("SQL mixes ? and $n placeholders")
+    return "".join(out)
+
+
+def _word(char: str) -> bool:
+    return char.isalnum() or char in "_$"
+
+
+def _string_end(sql: str, start: int, escapes: bool) -> int:
+    i = start + 1
+    while i < len(sql):
+        if escapes and sql[i] == "\\":
+            i += 2
+            continue
+        if sql[i] == "'":
+            if sql.startswith("''", i):
+                i += 2
+                continue
+            return i + 1
+        i += 1
+    return len(sql)
+
+
+def _comment_end(sql: str, start: int) -> int:
+    depth = 0
+    i = start
+    while i < len(sql):
+        if sql.startswith("/*", i):
+            depth += 1
+            i += 2
+        elif sql.startswith("*/", i):
+            depth -= 1
+            i += 2
+            if depth == 0:
+                return i
+        else:
+            i += 1
+    return len(sql)
+
+
+def _dollar_quote_end(sql: str, start: int) -> int:
+    """The end of a ``$tag$...$tag$`` string at ``start``, or ``start + 1`` if none starts."""
+    close = sql.find("$", start + 1)
+    tag = sql[start : close + 1] if close > 0 else ""
+    body = tag[1:-1]
+    if not tag or not (body == "" or (body.replace("_", "a").isalnum() and not body[0].isdigit())):
+        return start + 1
+    finish = sql.find(tag, close + 1)
+    return len(sql) if finish < 0 else finish + len(tag)
+
+
+def _rowcount(status: str) -> int:
+    """The row count of a command status: ``INSERT 0 3`` → 3, ``CREATE TABLE`` → 0."""
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else 0
+
+
+def _fail(exc: BaseException) -> NoReturn:
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        raise UniqueViolation(str(exc), getattr(exc, "constraint_name", None)) from exc
+    raise StorageError(str(exc) or type(exc).__name__) from exc
+
+
+class PostgresConnection(Connection):
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        try:
+            status: str = await self._conn.execute(numbered(sql), *params)
+        except FAILURES as exc:
+            _fail(exc)
+        return _rowcount(status)
+
+    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        try:
+            records = await self._conn.fetch(numbered(sql), *params)
+        except FAILURES as exc:
+            _fail(exc)
+        return [dict(record) for record in records]
+
+    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        try:
+            record = await self._conn.fetchrow(numbered(sql), *params)
+        except FAILURES as exc:
+            _fail(exc)
+        return None if record is None else dict(record)
+
+
+class PostgresStorage(Storage):
+    dialect = PostgresDialect()
+
+    def __init__(self, settings: Settings) -> None:
+        self._dsn = settings.database_url
+        self._max_size = settings.postgres_pool_max
+        self._min_size = min(settings.postgres_pool_min, self._max_size)
+        self._timeout = settings.postgres_timeout_seconds
+        self._statement_timeout_ms = settings.postgres_statement_timeout_ms
+        self._pool: asyncpg.Pool | None = None
+
+    async def open(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=self._min_size,
+                max_size=self._max_size,
+                timeout=self._timeout,
+                command_timeout=self._timeout,
+                server_settings={
+                    "application_name": "roost",
+                    "statement_timeout": str(self._statement_timeout_ms),
+                },
+            )
+        except FAILURES as exc:
+            _fail(exc)
+        functions = await asyncio.to_thread(setup_sql)  # about 0.5 s of CPU, once
+        async with self.write() as conn:
+            await conn.execute(f"SELECT pg_advisory_xact_lock({LOCK_CLASS}, {MIGRATIONS_LOCK})")
+            await migrate(conn, MIGRATIONS)
+            for statement in functions:  # idempotent; follows this Python's Unicode
+                await conn.execute(statement)
+            row = await conn.fetch_one(
+                "SELECT datcollate FROM pg_database WHERE datname = current_database()"
+            )
+        assert row is not None
+        self.dialect = PostgresDialect.for_collation(row["datcollate"])
+
+    @asynccontextmanager
+    async def _acquire(self) -> AsyncIterator[asyncpg.Connection]:
+        if self._pool is None:
+            raise StorageError("storage is not open")
+        pool = self._pool
+        try:
+            raw = await pool.acquire(timeout=self._timeout)
+        except FAILURES as exc:
+            _fail(exc)
+        try:
+            yield raw
+        finally:
+            await pool.release(raw)
+
+    @asynccontextmanager
+    async def _transaction(self, raw: asyncpg.Connection) -> AsyncIterator[Connection]:
+        transaction = raw.transaction()
+        try:
+            await transaction.start()
+        except FAILURES as exc:
+            _fail(exc)
+        try:
+            yield PostgresConnection(raw)
+        except BaseException:
+            try:
+                await transaction.rollback()
+            except Exception:  # the connection is gone; the pool resets or drops it
+                pass
+            raise
+        try:
+            await transaction.commit()
+        except FAILURES as exc:
+            _fail(exc)
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[Connection]:
+        async with self._acquire() as raw:
+            yield PostgresConnection(raw)
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[Connection]:
+        async with self._acquire() as raw, self._transaction(raw) as conn:
+            yield conn
+
+    async def append_change(
+        self,
+        conn: Connection,
+        collection: str,
+        record_id: str,
+        op: Op,
+        version: int,
+        owner: str | None,
+        at: str,
+    ) -> int:
+        """Append a change without a position (it gets one after commit): return 0."""
+        await conn.execute(
+            "INSERT INTO _changes (collection, record_id, op, version, owner, at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (collection, record_id, op, version, owner, at),
+        )
+        return 0
+
+    async def stamp(self) -> None:
+        """Give positions to the changes whose writers (and all older ones) have finished."""
+        async with self._acquire() as raw:
+            await self._stamp(raw)
+
+    async def _stamp(self, raw: asyncpg.Connection) -> None:
+        row = await PostgresConnection(raw).fetch_one(UNSTAMPED)
+        if row is None or not row["pending"]:
+            return
+        async with self._transaction(raw) as conn:
+            await conn.execute(f"SELECT pg_advisory_xact_lock({LOCK_CLASS}, {STAMP_LOCK})")
+            await conn.execute(STAMP)
+
+    async def changes_since(
+        self, position: int, collections: Sequence[str] | None, limit: int
+    ) -> list[Change]:
+        sql = (
+            "SELECT position, collection, record_id, op, version, owner, at"
+            " FROM _changes WHERE position > ?"
+        )
+        params: list[Any] = [position]
+        if collections is not None:
+            sql += " AND collection = ANY(?::text[])"
+            params.append(list(collections))
+        sql += " ORDER BY position LIMIT ?"
+        params.append(limit)
+        async with self._acquire() as raw:
+            await self._stamp(raw)
+            rows = await PostgresConnection(raw).fetch_all(sql, params)
+        return [Change(**row) for row in rows]
+
+    async def define_collection(
+        self, conn: Connection, name: str, indexes: Sequence[IndexSpec]
+    ) -> None:
+        table = table_name(name)
+        await self._lock_collection(conn, name)
+        await conn.execute(
+            f'CREATE TABLE IF NOT EXISTS {table} (id TEXT COLLATE "C" PRIMARY KEY,'
+            ' owner TEXT COLLATE "C", created TEXT COLLATE "C" NOT NULL,'
+            ' updated TEXT COLLATE "C" NOT NULL, version BIGINT NOT NULL, data JSONB NOT NULL)'
+        )
+        await conn.execute(
+            f'CREATE INDEX IF NOT EXISTS "{owner_index_name(name)}" ON {table} (owner)'
+        )
+        wanted = {index_name(name, spec): spec for spec in indexes}
+        existing = {
+            row["name"]
+            for row in await conn.fetch_all(
+                "SELECT c.relname AS name FROM pg_index i"
+                " JOIN pg_class c ON c.oid = i.indexrelid"
+                " WHERE i.indrelid = to_regclass(?) AND starts_with(c.relname, ?)",
+                (table, INDEX_PREFIX),
+            )
+        }
+        for stale in existing - wanted.keys():
+            await conn.execute(f'DROP INDEX "{stale}"')
+        for index, spec in wanted.items():
+            if index in existing:
+                continue
+            columns = ", ".join(f"({self.dialect.field_sql(path)})" for path in spec.fields)
+            unique = "UNIQUE " if spec.unique else ""
+            await conn.execute(f'CREATE {unique}INDEX "{index}" ON {table} ({columns})')
+
+    async def drop_collection(self, conn: Connection, name: str) -> None:
+        await self._lock_collection(conn, name)
+        await conn.execute(f"DROP TABLE IF EXISTS {table_name(name)}")
+        # Not while a stamping step runs: both lock the same _changes rows, in any order.
+        await conn.execute(f"SELECT pg_advisory_xact_lock({LOCK_CLASS}, {STAMP_LOCK})")
+        await conn.execute("DELETE FROM _changes WHERE collection = ?", (name,))
+
+    async def _lock_collection(self, conn: Connection, name: str) -> None:
+        """Serialise DDL on one collection across instances (``CREATE TABLE IF NOT EXISTS``
+        racing itself fails on PostgreSQL)."""
+        await conn.execute(
+            f"SELECT pg_advisory_xact_lock({COLLECTION_LOCK_CLASS}, hashtext(?))", (name,)
+        )
+
+    async def aclose(self) -> None:
+        """Close the pool: wait (up to the timeout) for lent connections, then cut them."""
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                await asyncio.wait_for(pool.close(), self._timeout)
+            except TimeoutError:
+                pool.terminate()
+
+
+def _short(name: str, prefix: str, key: str) -> str:
+    """``prefix`` + ``name``, or a cut ``name`` and a digest of ``key`` when that is too long."""
+    whole = f"{prefix}{name}"
+    if len(whole.encode()) <= MAX_IDENTIFIER:
+        return whole
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return f"{prefix}{name[: MAX_IDENTIFIER - len(prefix) - 17]}_{digest}"
+
+
+def owner_index_name(collection: str) -> str:
+    return _short(collection, "owner_", collection)
+
+
+def index_name(collection: str, spec: IndexSpec) -> str:
+    """A stable name (at most 63 bytes) for a declared index: redeclaring changes nothing."""
+    digest = hashlib.sha256(repr((collection, spec.fields, spec.unique)).encode()).hexdigest()
+    return f"{INDEX_PREFIX}{collection[:40]}_{digest[:16]}"
