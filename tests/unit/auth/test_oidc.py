@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 import hashlib
 import hmac
 import json
@@ -17,66 +16,21 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
+from jwks_server import (
+    CLIENT_ID,
+    ISSUER,
+    MISSING,
+    claims,
+    ec_jwk,
+    es256,
+    rs256,
+    rsa_jwk,
+    rsa_key,
+)
 from roost.auth.oidc import IdentityVerifier, VerifiedIdentity
 from roost.errors import NotFound, Unauthorized, Unavailable
 from roost.settings import OIDCProvider
-
-ISSUER = "https://issuer.test"
-CLIENT_ID = "com.example.app"
-MISSING = object()
-
-
-# --- keys -------------------------------------------------------------------------------
-
-
-def rsa_key(name: str, bits: int = 2048) -> rsa.RSAPrivateKey:
-    return _rsa_key(name, bits)
-
-
-@functools.cache
-def _rsa_key(name: str, bits: int) -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
-
-
-@functools.cache
-def ec_key(name: str) -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def rsa_jwk(kid: str, bits: int = 2048, **extra: Any) -> dict[str, Any]:
-    jwk = RSAAlgorithm.to_jwk(rsa_key(kid, bits).public_key(), as_dict=True)
-    return {**jwk, "kid": kid, "alg": "RS256", "use": "sig", **extra}
-
-
-def ec_jwk(kid: str) -> dict[str, Any]:
-    jwk = ECAlgorithm.to_jwk(ec_key(kid).public_key(), as_dict=True)
-    return {**jwk, "kid": kid, "alg": "ES256", "use": "sig"}
-
-
-def claims(**overrides: Any) -> dict[str, Any]:
-    now = int(time.time())
-    found: dict[str, Any] = {
-        "iss": ISSUER,
-        "aud": CLIENT_ID,
-        "sub": "000123.abc",
-        "iat": now,
-        "exp": now + 600,
-        "email": "Alice@Example.COM",
-        "email_verified": True,
-    }
-    found.update(overrides)
-    return {name: value for name, value in found.items() if value is not MISSING}
-
-
-def rs256(kid: str = "rsa-1", key: str | None = None, **overrides: Any) -> str:
-    return jwt.encode(claims(**overrides), rsa_key(key or kid), "RS256", headers={"kid": kid})
-
-
-def es256(kid: str = "ec-1", key: str | None = None, **overrides: Any) -> str:
-    return jwt.encode(claims(**overrides), ec_key(key or kid), "ES256", headers={"kid": kid})
 
 
 def b64(data: bytes) -> str:
