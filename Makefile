@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench-framework clean
+.PHONY: run test lint services bench-framework clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { apt-get update && apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
@@ -24,7 +24,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-test: $(STAMP) lint
+# The tests start their own throwaway Redis and PostgreSQL servers: install the binaries
+# (as root, from Debian) when they are missing.
+services:
+	@command -v redis-server >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  { apt-get update && apt-get install -y redis-server postgresql; }
+
+test: $(STAMP) services lint
 	$(BIN)/pytest
 
 bench-framework: $(STAMP)
