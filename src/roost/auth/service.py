@@ -19,16 +19,20 @@ from roost.auth.sessions import Device
 from roost.auth.tokens import AccessTokens
 from roost.errors import Conflict, Forbidden, Unauthorized, ValidationFailed
 from roost.ids import new_id
+from roost.query.parser import parse
+from roost.query.sql import compile_filter
 from roost.records.collections import USER_FIELDS, USERS
 from roost.records.fields import check_names, now_iso
 from roost.records.service import Operation, Records, delete_account, to_public
 from roost.settings import Settings
 from roost.storage.base import Connection, Storage, table_name
-from roost.types import JSONObject
+from roost.types import JSON, JSONObject
 
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
 MAX_EMAIL_LENGTH = 254
 BAD_LOGIN = "the email or password is wrong"
+BY_EMAIL = parse("email = @request.data.email")
+ADMINS = parse('role = "admin"')
 
 
 def normalise_email(email: object) -> str:
@@ -225,10 +229,10 @@ class Accounts:
         return user
 
     async def count_admins(self) -> int:
-        role = self._storage.dialect.field_sql("role")
+        where, params = compile_filter(ADMINS, self._storage.dialect, {})
         async with self._storage.read() as conn:
             row = await conn.fetch_one(
-                f"SELECT count(*) AS n FROM {table_name(USERS)} WHERE {role} = 'admin'"
+                f"SELECT count(*) AS n FROM {table_name(USERS)} WHERE {where}", params
             )
         return int(row["n"]) if row else 0
 
@@ -272,11 +276,12 @@ class Accounts:
         return to_public(row)
 
     async def user_by_email(self, conn: Connection, address: str) -> JSONObject | None:
-        email = self._storage.dialect.field_sql("email")
+        context: dict[str, JSON] = {"request.data": {"email": address}}
+        where, params = compile_filter(BY_EMAIL, self._storage.dialect, context)
         row = await conn.fetch_one(
             f"SELECT id, owner, created, updated, version, data FROM {table_name(USERS)}"
-            f" WHERE {email} = ?",
-            (address,),
+            f" WHERE {where}",
+            params,
         )
         return to_public(row) if row else None
 

@@ -53,6 +53,15 @@ from roost.storage.base import (
 from roost.storage.migrations.postgres import MIGRATIONS
 from roost.storage.migrations.runner import migrate
 
+
+class ServiceDialect(PostgresDialect):
+    """The dialect as the services use it: ``?`` placeholders, numbered by :func:`numbered`
+    once the services have joined their clauses (each clause alone would count from 1)."""
+
+    def placeholder(self, index: int) -> str:
+        return "?"
+
+
 INDEX_PREFIX = "ix_"
 MAX_IDENTIFIER = 63
 """PostgreSQL cuts longer names (NAMEDATALEN - 1 bytes)."""
@@ -230,7 +239,7 @@ class PostgresConnection(Connection):
 
 
 class PostgresStorage(Storage):
-    dialect = PostgresDialect()
+    dialect: PostgresDialect = ServiceDialect()
 
     def __init__(self, settings: Settings) -> None:
         self._dsn = settings.database_url
@@ -265,7 +274,7 @@ class PostgresStorage(Storage):
                 "SELECT datcollate FROM pg_database WHERE datname = current_database()"
             )
         assert row is not None
-        self.dialect = PostgresDialect.for_collation(row["datcollate"])
+        self.dialect = ServiceDialect.for_collation(row["datcollate"])
 
     @asynccontextmanager
     async def _acquire(self) -> AsyncIterator[asyncpg.Connection]:
