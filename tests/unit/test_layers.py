@@ -12,6 +12,7 @@ ROOT = Path(roost.__file__).parent
 # Lower number = lower layer. A module may import from layers with a number <= its own.
 LAYERS = {
     "query": 0,
+    "backends": 0,
     "errors": 0,
     "ids": 0,
     "types": 0,

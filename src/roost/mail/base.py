@@ -11,10 +11,10 @@ inside their write transaction, and ``OutboxWorker`` delivers it.
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+from roost.backends import load_backend
 from roost.settings import Settings
 
 MAX_SUBJECT_LENGTH = 998
@@ -87,6 +87,5 @@ def open_mailer(settings: Settings) -> Mailer:
     if target is None:  # the URL may hold a password: echo the scheme only if it is one
         shown = repr(scheme) if scheme.isalnum() and len(scheme) <= 10 else "(malformed)"
         raise ValueError(f"unsupported smtp_url scheme {shown}: use smtp:// or smtps://")
-    module, _, name = target.partition(":")
-    cls: type[Mailer] = getattr(importlib.import_module(module), name)
+    cls: type[Mailer] = load_backend(target)
     return cls(settings)  # type: ignore[call-arg]

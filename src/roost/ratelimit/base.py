@@ -9,13 +9,14 @@ burst can never reach 2N across a window edge, and the wait until a slot frees i
 
 from __future__ import annotations
 
-import importlib
 import time
 from abc import ABC, abstractmethod
 from functools import lru_cache
 
 from limits import RateLimitItem, parse_many
 from limits.aio.strategies import MovingWindowRateLimiter
+
+from roost.backends import load_backend
 
 BACKENDS = {
     "memory": "roost.ratelimit.memory:MemoryRateLimiter",
@@ -105,6 +106,5 @@ def open_ratelimiter(url: str) -> RateLimiter:
     target = BACKENDS.get(scheme)
     if target is None:
         raise ValueError(f"unsupported rate limit URL scheme {scheme!r} in {url!r}")
-    module, _, name = target.partition(":")
-    cls: type[RateLimiter] = getattr(importlib.import_module(module), name)
+    cls: type[RateLimiter] = load_backend(target)
     return cls(url)  # type: ignore[call-arg]

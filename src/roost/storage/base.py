@@ -6,13 +6,13 @@ it, owns the dialect differences (``dialect``), the change log and the per-colle
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from roost.backends import load_backend
 from roost.query.sql import Dialect
 from roost.settings import Settings
 
@@ -137,8 +137,7 @@ def open_storage(settings: Settings) -> Storage:
     target = BACKENDS.get(scheme)
     if target is None:
         raise ValueError(f"unsupported database URL scheme {scheme!r}")
-    module, _, name = target.partition(":")
-    cls: type[Storage] = getattr(importlib.import_module(module), name)
+    cls: type[Storage] = load_backend(target)
     return cls(settings)  # type: ignore[call-arg]
 
 

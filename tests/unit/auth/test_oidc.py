@@ -21,6 +21,7 @@ from jwks_server import (
     CLIENT_ID,
     ISSUER,
     MISSING,
+    JWKSServer,
     claims,
     ec_jwk,
     es256,
@@ -42,66 +43,6 @@ def hand_signed(header: dict[str, Any], payload: dict[str, Any], secret: bytes) 
     signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(payload).encode())}"
     signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{b64(signature)}"
-
-
-# --- a JWKS server on loopback -----------------------------------------------------------
-
-
-class JWKSServer:
-    """Minimal HTTP/1.1 server: every request gets ``{"keys": self.keys}``."""
-
-    def __init__(self) -> None:
-        self.keys: list[Any] = [rsa_jwk("rsa-1"), ec_jwk("ec-1")]
-        self.fetches = 0
-        self.status = 200
-        self.body: bytes | None = None
-        self.delay = 0.0
-        self.url = ""
-        self._released = asyncio.Event()
-        self._handlers: set[asyncio.Task[Any]] = set()
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        port = self._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}/keys"
-
-    async def stop(self) -> None:
-        self._released.set()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-        if self._handlers:
-            await asyncio.wait(self._handlers, timeout=5)
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        try:
-            await reader.readuntil(b"\r\n\r\n")
-            self.fetches += 1
-            if self.delay:
-                try:
-                    await asyncio.wait_for(self._released.wait(), self.delay)
-                except TimeoutError:
-                    pass
-            body = self.body if self.body is not None else json.dumps({"keys": self.keys}).encode()
-            writer.write(
-                f"HTTP/1.1 {self.status} X\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-                + body
-            )
-            await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-            try:
-                await writer.wait_closed()
-            except ConnectionError:
-                pass
-            self._handlers.discard(task)
 
 
 class Clock:
