@@ -1,4 +1,4 @@
-"""``roost``: serve, manage admins, print the version."""
+"""``roost``: serve, manage admins, move data between backends, print the version."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from roost import __version__
-from roost.cli import admin, serve
+from roost.cli import admin, serve, transfer
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +33,22 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("email")
     _data_dir(create)
     create.set_defaults(handler=admin.create)
+
+    export = commands.add_parser(
+        "export", help="write the database as JSON lines (holds password hashes: keep it safe)"
+    )
+    export.add_argument(
+        "--output", default="-", help="file to write, mode 0600 (default -: standard output)"
+    )
+    _data_dir(export)
+    export.set_defaults(handler=transfer.export)
+
+    import_cmd = commands.add_parser(
+        "import", help="load an export into a new, empty database (all or nothing)"
+    )
+    import_cmd.add_argument("--input", default="-", help="file to read (default -: standard input)")
+    _data_dir(import_cmd)
+    import_cmd.set_defaults(handler=transfer.import_)
 
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(handler=lambda args: print(__version__) or 0)
