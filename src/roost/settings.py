@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     postgres_statement_timeout_ms: int = Field(default=20_000, ge=0)
     """Server side ``statement_timeout`` (0: none); below the client timeout, so the server
     cancels a slow statement first and the connection stays usable."""
+    database_replica_urls: list[str] = []
+    """PostgreSQL read replicas (``postgresql://...``, JSON list in the environment): record
+    and collection reads go to one that has replayed the client's own writes."""
+    database_replica_max_lag_seconds: float = Field(default=5.0, gt=0, le=3600)
+    """A replica further behind the primary than this is skipped."""
     idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=60)
 
     public_url: str = ""

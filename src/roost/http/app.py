@@ -11,18 +11,19 @@ from starlette.middleware.gzip import GZipMiddleware
 
 from roost.components import open_components
 from roost.http.client import TrustedProxies
-from roost.http.middleware import BodyLimit, Cors, RequestId
+from roost.http.middleware import BodyLimit, Cors, ReadYourWrites, RequestId
 from roost.http.problems import EXCEPTION_HANDLERS
 from roost.http.routes import ROUTES
 from roost.settings import Settings
 
-EXPOSED_HEADERS = ["ETag", "X-Request-Id"]
+EXPOSED_HEADERS = ["ETag", "X-Request-Id", "Roost-Position"]
 ALLOWED_HEADERS = [
     "Authorization",
     "Content-Type",
     "If-Match",
     "If-None-Match",
     "Idempotency-Key",
+    "Roost-Position",
     "X-Request-Id",
 ]
 
@@ -50,6 +51,8 @@ def create_app(settings: Settings) -> Starlette:
         Middleware(GZipMiddleware, minimum_size=settings.gzip_min_bytes),
         Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
     ]
+    if settings.database_replica_urls:
+        middleware.append(Middleware(ReadYourWrites))
     app = Starlette(
         routes=ROUTES,
         middleware=middleware,

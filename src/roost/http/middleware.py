@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: request id, body size limit, access log."""
+"""Pure ASGI middleware: request id, body size limit, access log, read-your-writes."""
 
 from __future__ import annotations
 
@@ -15,8 +15,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from roost.errors import BadRequest, PayloadTooLarge
 from roost.http.problems import problem
 from roost.logs import REQUEST_ID
+from roost.storage.base import CONSISTENCY, Consistency
+from roost.storage.replicas import format_lsn, parse_lsn
 
 REQUEST_ID_HEADER = b"x-request-id"
+POSITION_HEADER = b"roost-position"
 _VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 log = structlog.get_logger("roost.access")
 
@@ -128,3 +131,39 @@ async def _drain(receive: Receive, more_body: bool) -> None:
             return
         drained += len(message.get("body", b""))
         more_body = message.get("more_body", False)
+
+
+class ReadYourWrites:
+    """With read replicas: a request's ``Roost-Position`` (the latest one the client was
+    given) keeps its reads off replicas that have not replayed that far; a response to a
+    request that wrote carries the new position. Clients send back the last one they got.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        consistency = Consistency()
+        for name, value in scope["headers"]:
+            if name == POSITION_HEADER:
+                try:
+                    consistency.after = parse_lsn(value.decode("ascii"))
+                except ValueError:
+                    error = BadRequest("Roost-Position must be a position this server gave")
+                    await problem(error)(scope, receive, send)
+                    return
+
+        async def send_with_position(message: Message) -> None:
+            if message["type"] == "http.response.start" and consistency.written:
+                position = format_lsn(max(consistency.after, consistency.written)).encode()
+                message["headers"] = [*message.get("headers", []), (POSITION_HEADER, position)]
+            await send(message)
+
+        token = CONSISTENCY.set(consistency)
+        try:
+            await self.app(scope, receive, send_with_position)
+        finally:
+            CONSISTENCY.reset(token)
