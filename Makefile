@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint services bench-framework clean
+.PHONY: run test lint services bench-framework bench-postgres clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { apt-get update && apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
@@ -35,6 +35,13 @@ test: $(STAMP) services lint
 
 bench-framework: $(STAMP)
 	$(BIN)/python bench/framework/run.py
+
+# A throwaway durable PostgreSQL, Roost on it, wrk and pgbench (as root, from Debian).
+bench-postgres: $(STAMP)
+	@command -v wrk >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && \
+	  { command -v pgbench || ls /usr/lib/postgresql/*/bin/pgbench; } >/dev/null 2>&1 || \
+	  { apt-get update && apt-get install -y wrk postgresql postgresql-contrib; }
+	$(BIN)/python bench/postgres/run.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +41,22 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     return Settings(data_dir=data_dir, secret_key=TEST_SECRET, env="dev", **values)
 
 
+BACKENDS = ("sqlite", "postgres")
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test that builds an app runs once per storage backend: SQLite in ``tmp_path``
+    and a fresh database on the session's throwaway PostgreSQL."""
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
+    return f"sqlite:///{tmp_path / 'roost.db'}"
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return make_settings(tmp_path)
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return make_settings(tmp_path, database_url=database_url)
 
 
 @pytest.fixture
@@ -96,6 +109,8 @@ class LiveServer:
     port: int
     workers: int = 1
     process: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment for the server and the CLI (``ROOST_DATABASE_URL``, ...)."""
 
     @property
     def url(self) -> str:
@@ -115,6 +130,7 @@ class LiveServer:
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ROOST_")}
         env["ROOST_LOG_LEVEL"] = "warning"
+        env.update(self.env)
         return env
 
     def start(self) -> None:

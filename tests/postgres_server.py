@@ -10,6 +10,9 @@ Fixtures:
 - ``postgres_url`` (function): a FRESH database on that server for this test alone
   (``CREATE DATABASE ... TEMPLATE template0``, dropped afterwards), as
   ``postgresql://postgres@127.0.0.1:PORT/NAME``.
+- ``replicated_postgres`` (function): a private primary and a streaming replica of it
+  (``pg_basebackup -R``), as ``(primary, replica)``; the replica's ``roost`` database
+  follows the primary's.
 - ``postgres_server_factory`` (function): start private servers a test may ``stop()``,
   ``start()``, ``crash()``, ``pause()``/``resume()`` (fault tests); ``durable=True`` keeps
   ``fsync`` on. Stopped and deleted after the test.
@@ -265,9 +268,17 @@ class PostgresServer:
         return [pid, *children]
 
     def _signal_all(self, sig: int) -> None:
-        for pid in self._processes():
+        """The postmaster first, then its children listed after it got the signal: one it
+        forks for a new connection while stopping is not missed."""
+        if (pid := self.pid) is None:
+            return
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        for child in self._processes()[1:]:
             try:
-                os.kill(pid, sig)
+                os.kill(child, sig)
             except ProcessLookupError:
                 pass
 
@@ -373,6 +384,50 @@ def start_server(durable: bool = False) -> PostgresServer:
         else:
             return server
     raise AssertionError("unreachable")
+
+
+def start_replica(primary: PostgresServer) -> PostgresServer:
+    """A streaming replica of ``primary`` (``pg_basebackup -R``: a copy of its data and a
+    ``standby.signal``), started on its own port in its own temporary folder."""
+    directory = Path(tempfile.mkdtemp(prefix=PREFIX))
+    (directory / OWNER_FILE).write_text(str(os.getpid()))
+    replica = PostgresServer(directory=directory, durable=primary.durable, bindir=primary.bindir)
+    replica._prepare_directory()
+    done = replica._run(
+        [
+            str(primary.bindir / "pg_basebackup"),
+            f"--dbname=host=127.0.0.1 port={primary.port} user=postgres",
+            "--pgdata",
+            str(replica.data_dir),
+            "--write-recovery-conf",
+            "--wal-method=stream",
+            "--checkpoint=fast",
+            "--no-sync",
+        ]
+    )
+    if done.returncode != 0:
+        replica.destroy()
+        raise RuntimeError(f"pg_basebackup failed:\n{done.stdout}\n{done.stderr}")
+    try:
+        replica.start()
+    except RuntimeError:
+        replica.destroy()
+        raise
+    return replica
+
+
+@pytest.fixture
+def replicated_postgres() -> Iterator[tuple[PostgresServer, PostgresServer]]:
+    """A private primary and its streaming replica (both destroyed after the test)."""
+    primary = start_server()
+    try:
+        replica = start_replica(primary)
+        try:
+            yield primary, replica
+        finally:
+            replica.destroy()
+    finally:
+        primary.destroy()
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ import httpx
 import orjson
 
 from roost.components import Components
+from roost.storage.sqlite import SQLiteStorage
 
 Auth = Literal["admin", "user", "anonymous", "bogus"]
 """Who sends a row: the admin, a signed-in ordinary user, nobody, or an unknown token.
@@ -210,11 +211,11 @@ class Api:
     async def count(self, collection: str) -> int:
         """How many records ``collection`` holds (-1 when it has no table)."""
         async with self.components.storage.read() as conn:
-            exists = await conn.fetch_one(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-                (f"r_{collection}",),
-            )
-            if exists is None:
+            if isinstance(self.components.storage, SQLiteStorage):
+                sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+            else:
+                sql = "SELECT 1 WHERE to_regclass(quote_ident(?)) IS NOT NULL"
+            if await conn.fetch_one(sql, (f"r_{collection}",)) is None:
                 return -1
             row = await conn.fetch_one(f'SELECT COUNT(*) AS n FROM "r_{collection}"')
         assert row is not None

@@ -14,7 +14,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from hashlib import sha256, sha384
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,10 +24,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.applications import Starlette
 
-from conftest import TEST_SECRET, insert_admin, make_settings
+from conftest import TEST_SECRET, insert_admin
 from roost.auth.tokens import _signing_key
 from roost.components import Components
 from roost.http.app import create_app
+from roost.query.parser import parse
+from roost.query.sql import compile_filter
+from roost.settings import Settings
 
 PASSWORD = "a-good-long-password"
 OTHER_PASSWORD = "another-long-password"
@@ -260,11 +262,12 @@ async def test_login_ignores_email_case_and_spaces(http: Http) -> None:
     assert signed_in["refresh_token"]
 
 
-async def test_login_rehashes_when_the_argon2_cost_changes(http: Http, tmp_path: Path) -> None:
+async def test_login_rehashes_when_the_argon2_cost_changes(http: Http, settings: Settings) -> None:
     await http.signup()
     [before] = await http.sql("SELECT password_hash FROM _credentials")
     assert "m=64,t=1," in before["password_hash"]
-    stronger = create_app(make_settings(tmp_path, password_time_cost=2, password_memory_kib=128))
+    cost = {"password_time_cost": 2, "password_memory_kib": 128}
+    stronger = create_app(settings.model_copy(update=cost))
     async with stronger.router.lifespan_context(stronger):
         transport = httpx.ASGITransport(app=stronger)
         async with httpx.AsyncClient(transport=transport, base_url="http://roost") as client:
@@ -607,7 +610,8 @@ async def test_delete_me_removes_the_user_sessions_and_records(http: Http) -> No
 
 
 async def admin_id(http: Http) -> str:
-    [row] = await http.sql("SELECT id FROM r_users WHERE json_extract(data, '$.role') = 'admin'")
+    where, params = compile_filter(parse("role = 'admin'"), http.components.storage.dialect, {})
+    [row] = await http.sql(f"SELECT id FROM r_users WHERE {where}", tuple(params))
     return str(row["id"])
 
 

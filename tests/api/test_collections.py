@@ -11,6 +11,7 @@ from roost.auth.principal import ANONYMOUS
 from roost.query.parser import parse
 from roost.query.sql import compile_filter
 from roost.records.service import expression_context
+from roost.storage.sqlite import SQLiteStorage
 
 COLLECTIONS = "/api/collections"
 NOTES = {"name": "notes"}
@@ -64,12 +65,12 @@ CREATE: list[Scenario] = [
         fragments=({"indexes": [{"fields": ["author.name", "created"], "unique": False}]},),
     ),
     Scenario(
-        "63-character name",
+        "61-character name (the longest: PostgreSQL names its table r_ + name in 63 bytes)",
         "POST",
         COLLECTIONS,
         201,
-        body={"name": "a" * 63},
-        fragments=({"name": "a" * 63},),
+        body={"name": "a" * 61},
+        fragments=({"name": "a" * 61},),
     ),
     Scenario("duplicate name", "POST", COLLECTIONS, 409, "conflict", body=NOTES),
     Scenario("anonymous", "POST", COLLECTIONS, 401, "unauthorized", body=POSTS, auth="anonymous"),
@@ -95,7 +96,7 @@ CREATE: list[Scenario] = [
             body={"name": name},
             fragments=({"errors": [{"field": "name"}]},),
         )
-        for name in ("Posts", "1posts", "_posts", "posts-x", "posts;drop", "", "a" * 64, "é")
+        for name in ("Posts", "1posts", "_posts", "posts-x", "posts;drop", "", "a" * 62, "é")
     ],
     Scenario(
         "reserved name users",
@@ -490,17 +491,28 @@ async def test_unique_index_cannot_be_declared_over_duplicates(posts: Api) -> No
     assert response.json()["code"] == "conflict"
     assert (await posts.request("GET", f"{COLLECTIONS}/posts")).json() == before
     assert await _index_sql(posts) == indexes
-    assert len(indexes) == 3
 
 
 async def _index_sql(api: Api, table: str = "r_posts") -> list[str]:
-    async with api.components.storage.read() as conn:
-        rows = await conn.fetch_all(
+    """The statements that made the table's indexes (not its primary key's), by name."""
+    if isinstance(api.components.storage, SQLiteStorage):
+        sql = (
             "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ?"
-            " AND sql IS NOT NULL",
-            (table,),
+            " AND sql IS NOT NULL ORDER BY name"
         )
+    else:
+        sql = (
+            "SELECT indexdef AS sql FROM pg_indexes WHERE tablename = ?"
+            " AND NOT indexname LIKE '%_pkey' ORDER BY indexname"
+        )
+    async with api.components.storage.read() as conn:
+        rows = await conn.fetch_all(sql, (table,))
     return [row["sql"] for row in rows]
+
+
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+"""SQLite's query plans; PostgreSQL prefers a scan on a table this small, so its plans are
+checked on a large one in ``test_postgres_plans.py``."""
 
 
 async def _plan(api: Api, filter: str, order: str = "") -> str:
@@ -524,6 +536,7 @@ PLANS = [
 
 
 @pytest.mark.parametrize(("filter", "field"), PLANS, ids=[p[0] for p in PLANS])
+@SQLITE_ONLY
 async def test_declared_indexes_are_real_and_used(posts: Api, filter: str, field: str) -> None:
     await posts.request(
         "PATCH",
@@ -539,6 +552,7 @@ async def test_declared_indexes_are_real_and_used(posts: Api, filter: str, field
     assert "SCAN" not in plan, plan
 
 
+@SQLITE_ONLY
 async def test_an_undeclared_field_scans_and_a_dropped_index_is_gone(posts: Api) -> None:
     assert "SCAN" in await _plan(posts, "title = 'beta'")
     response = await posts.request("PATCH", f"{COLLECTIONS}/posts", body={"indexes": []})
@@ -547,6 +561,7 @@ async def test_an_undeclared_field_scans_and_a_dropped_index_is_gone(posts: Api)
     assert "SCAN" in await _plan(posts, "score = 2")
 
 
+@SQLITE_ONLY
 async def test_a_sort_on_an_indexed_field_uses_the_index(posts: Api) -> None:
     field = posts.components.storage.dialect.field_sql("score")
     plan = await _plan(posts, "score > 0", f"ORDER BY {field}, id")

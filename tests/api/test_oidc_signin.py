@@ -26,10 +26,11 @@ async def jwks() -> AsyncIterator[JWKSServer]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, jwks: JWKSServer) -> Settings:
+def settings(tmp_path: Path, database_url: str, jwks: JWKSServer) -> Settings:
     nobody_listens = f"http://127.0.0.1:{free_port()}/keys"
     return make_settings(
         tmp_path,
+        database_url=database_url,
         oidc_providers={
             "test": OIDCProvider(issuer=ISSUER, jwks_url=jwks.url, client_ids=[CLIENT_ID]),
             "down": OIDCProvider(issuer=ISSUER, jwks_url=nobody_listens, client_ids=[CLIENT_ID]),

@@ -32,8 +32,10 @@ async def smtp() -> AsyncIterator[SMTPTestServer]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, smtp: SMTPTestServer) -> Settings:
-    return make_settings(tmp_path, smtp_url=smtp.url(), public_url="http://roost.test/")
+def settings(tmp_path: Path, database_url: str, smtp: SMTPTestServer) -> Settings:
+    return make_settings(
+        tmp_path, database_url=database_url, smtp_url=smtp.url(), public_url="http://roost.test/"
+    )
 
 
 async def post(api: Api, path: str, body: Any, token: str | None = None) -> httpx.Response:

@@ -138,7 +138,7 @@ async def _use(conn: Connection, token: object, purpose: Purpose) -> tuple[str, 
         raise Unauthorized(INVALID)
     row = await conn.fetch_one(
         "SELECT user_id, email, expires, used FROM _one_time_tokens"
-        " WHERE token_hash = ? AND purpose = ?",
+        " WHERE token_hash = ? AND purpose = ?" + conn.row_lock,  # spent once, even in a race
         (digest(token), purpose),
     )
     if row is None or row["used"] is not None or row["expires"] < now_iso():

@@ -162,7 +162,7 @@ class Accounts:
 
     async def me(self, principal: Principal) -> JSONObject:
         user_id, _ = _signed_in_ids(principal)
-        async with self._storage.read() as conn:
+        async with self._storage.read(replica=True) as conn:
             return await self.user(conn, user_id)
 
     async def update_me(self, principal: Principal, patch: JSONObject) -> JSONObject:

@@ -85,7 +85,7 @@ async def rotate(conn: Connection, refresh_token: str, ttl: int) -> tuple[Row, s
         raise invalid
     used = await conn.fetch_one(
         "SELECT t.used, s.* FROM _refresh_tokens t JOIN _sessions s ON s.id = t.session_id"
-        " WHERE t.token_hash = ?",
+        " WHERE t.token_hash = ?" + conn.row_lock,  # two refreshes with one token: in turn
         (digest(refresh_token),),
     )
     if used is None or used["revoked"] is not None or used["expires"] < now_iso():

@@ -84,7 +84,7 @@ def param(name: str, where: str, schema: Schema, description: str = "") -> Schem
 
 
 STRING = {"type": "string"}
-COLLECTION_NAME = "^[a-z][a-z0-9_]{0,62}$"
+COLLECTION_NAME = "^[a-z][a-z0-9_]{0,60}$"
 UUID7 = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-7[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$"
 FIELD_NAME = "^[A-Za-z][A-Za-z0-9_]{0,63}$"
 SYSTEM_FIELDS = ["id", "owner", "created", "updated", "version"]

@@ -55,7 +55,9 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def storage_error(request: Request, exc: Exception) -> Response:
-    """The database failed or stayed busy: retryable, and nothing was written."""
+    """The database failed or stayed busy: retryable. Nothing was acknowledged; a write
+    whose connection died during its COMMIT may still have happened, so a retry with the
+    same ``Idempotency-Key`` (or client-made id) is the safe one."""
     log.warning("storage error", error=str(exc), path=request.url.path)
     error = Unavailable("the database is busy or unavailable; retry shortly")
     return problem(error, {"Retry-After": "1"})

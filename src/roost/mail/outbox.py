@@ -190,13 +190,17 @@ class OutboxWorker:
         if due is None:
             return [], lease_end
         async with self._storage.write() as conn:
+            # The outer test repeats the claim condition: on PostgreSQL, a worker whose
+            # UPDATE waited for another's to commit re-checks only the outer WHERE on the
+            # new row versions, so it skips rows the other has just claimed.
             rows = await conn.fetch_all(
                 "UPDATE _outbox SET claimed_until = ?, attempts = attempts + 1"
                 " WHERE id IN (SELECT id FROM _outbox WHERE sent IS NULL AND next_attempt <= ?"
                 " AND (claimed_until IS NULL OR claimed_until <= ?)"
                 " ORDER BY next_attempt, id LIMIT ?)"
+                " AND sent IS NULL AND (claimed_until IS NULL OR claimed_until <= ?)"
                 " RETURNING id, recipient, subject, body, attempts",
-                (iso(lease_end), iso(now), iso(now), self._policy.batch_size),
+                (iso(lease_end), iso(now), iso(now), self._policy.batch_size, iso(now)),
             )
         return sorted(rows, key=lambda row: int(row["id"])), lease_end
 

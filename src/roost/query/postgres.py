@@ -18,10 +18,12 @@ How values compare (the same results as the evaluator and SQLite):
 
 - a data field against a literal or another data field compares ``jsonb`` values
   (``data #> '{a}' = $1::text::jsonb``): equality is exact for strings, numeric for
-  numbers (``1 = 1.0``), and an index on ``field_sql(path)`` (``data #> '{a}'``) serves
-  ``=`` and number ranges. String ranges compare ``jsonb`` too when the database's
-  ``LC_COLLATE`` is ``C``/``POSIX`` (``PostgresDialect.for_collation``), so the index also
-  serves them; otherwise they compare ``text COLLATE "C"`` (correct, no index).
+  numbers (``1 = 1.0``), false across types (so ``=`` against a literal needs no
+  ``jsonb_typeof`` guard, and the planner's statistics on the expression apply), and an
+  index on ``field_sql(path)`` (``data #> '{a}'``) serves ``=`` and number ranges. String
+  ranges compare ``jsonb`` too when the database's ``LC_COLLATE`` is ``C``/``POSIX``
+  (``PostgresDialect.for_collation``), so the index also serves them; otherwise they
+  compare ``text COLLATE "C"`` (correct, no index).
 - a system column against anything compares native values: ``text COLLATE "C"`` for
   the text columns, ``numeric`` for ``version``.
 - ``~`` is ``strpos(roost_lower(a), roost_lower(b)) > 0``.
@@ -48,10 +50,14 @@ import functools
 import json
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from roost.query.ast import SYSTEM_FIELDS, Path, Scalar
 from roost.query.evaluate import Kind
 from roost.query.sql import Dialect, Fragment, Params, Source
+
+if TYPE_CHECKING:
+    from roost.query.sort import SortKey
 
 _JSONB_TYPES: dict[Kind, str] = {
     "null": "null",
@@ -142,6 +148,11 @@ class PostgresDialect(Dialect):
     def icontains(self, haystack_sql: str, needle_sql: str) -> str:
         return f"strpos({LOWER_FUNCTION}({haystack_sql}), {LOWER_FUNCTION}({needle_sql})) > 0"
 
+    def typed_equality(self, source: Source, other: Source) -> bool:
+        """A data field against one literal compares ``jsonb`` values, which are never
+        equal across kinds (``1`` is not ``true`` nor ``"1"``)."""
+        return {source, other} == {"data", "static"}
+
     def bind(self, value: Scalar) -> object:
         return json.dumps(value, ensure_ascii=False)
 
@@ -204,14 +215,40 @@ class PostgresDialect(Dialect):
         )
         return rank, number, text
 
+    def order_terms(self, path: Path) -> tuple[str, ...]:
+        """The expressions ``ORDER BY`` sorts ``path`` on: an index on exactly these (after
+        the filtered fields) gives rows in sort order."""
+        if path.is_system:
+            return (self.sort_sql(path),)
+        return self._sort_terms(self.field_sql(path))
+
     def order_term(self, path: Path, descending: bool) -> str:
         direction = "DESC" if descending else "ASC"
-        if path.is_system:
-            if path.segments[0] not in _NULLABLE_COLUMNS:  # so a plain index gives the order
-                return f"{self.sort_sql(path)} {direction}"
+        if path.is_system and path.segments[0] in _NULLABLE_COLUMNS:
             nulls = "NULLS LAST" if descending else "NULLS FIRST"
             return f"{self.sort_sql(path)} {direction} {nulls}"
-        return ", ".join(f"{term} {direction}" for term in self._sort_terms(self.field_sql(path)))
+        return ", ".join(f"{term} {direction}" for term in self.order_terms(path))
+
+    def keyset_row(
+        self, keys: Sequence[SortKey], values: Sequence[Scalar], params: Params
+    ) -> str | None:
+        """``ROW(terms) > ROW(last terms)`` (``<`` descending) when every key sorts the same
+        way and none can be NULL (``owner``); PostgreSQL compares rows term by term, the
+        same order as ``ORDER BY``, and scans an index on the terms from that point."""
+        directions = {key.descending for key in keys}
+        if len(directions) != 1 or any(key.path.segments[0] in _NULLABLE_COLUMNS for key in keys):
+            return None
+        row: list[str] = []
+        last: list[str] = []
+        for key, value in zip(keys, values, strict=True):
+            row += self.order_terms(key.path)
+            if key.path.is_system:
+                last.append(params.add(value))
+            else:
+                if value is not None and not isinstance(value, str):
+                    raise TypeError(f"a data field's sort value is its JSON text, not {value!r}")
+                last += self._sort_terms(f"{params.add(value)}::text::jsonb")
+        return f"ROW({', '.join(row)}) {'<' if directions.pop() else '>'} ROW({', '.join(last)})"
 
     def keyset_step(
         self, path: Path, value: Scalar, descending: bool, params: Params

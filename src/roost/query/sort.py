@@ -56,10 +56,11 @@ def parse_sort(text: str) -> tuple[SortKey, ...]:
 
 
 def with_tiebreaker(keys: Sequence[SortKey]) -> tuple[SortKey, ...]:
-    """``keys`` followed by ascending ``id`` unless ``id`` is already a key."""
+    """``keys`` followed by ``id`` unless ``id`` is already a key, in the direction of the
+    last key: an index on the keys then ``id`` gives the whole order, read either way."""
     if any(key.path == ID_PATH for key in keys):
         return tuple(keys)
-    return (*keys, SortKey(ID_PATH))
+    return (*keys, SortKey(ID_PATH, bool(keys) and keys[-1].descending))
 
 
 def order_by_sql(keys: Sequence[SortKey], dialect: Dialect) -> str:
@@ -83,6 +84,9 @@ def keyset_sql(
     if len(keys) != len(last_values):
         raise ValueError(f"{len(keys)} sort keys but {len(last_values)} values")
     params = Params()
+    row = dialect.keyset_row(keys, last_values, params)
+    if row is not None:
+        return params.finish(row, dialect)
     after: Fragment = False  # equal on every key: not strictly after
     for key, value in zip(reversed(keys), reversed(last_values), strict=True):
         beyond, tied = dialect.keyset_step(key.path, value, key.descending, params)

@@ -26,8 +26,8 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeAlias
 from typing import Literal as TypingLiteral
-from typing import TypeAlias
 
 from roost.query.ast import (
     JSON,
@@ -52,6 +52,9 @@ from roost.query.evaluate import (
     values_equal,
 )
 from roost.query.parser import parse_path
+
+if TYPE_CHECKING:
+    from roost.query.sort import SortKey
 
 SYSTEM_FIELD_KINDS: Mapping[str, tuple[Kind, ...]] = {
     "id": ("string",),
@@ -149,6 +152,13 @@ class Dialect(ABC):
         """
         return sql
 
+    def typed_equality(self, source: Source, other: Source) -> bool:
+        """True when ``=`` between these operands is already false across kinds, so the
+        compiler leaves out the kind tests (which also hide the operand from the planner's
+        statistics). False by default: SQLite's ``json_extract`` turns JSON ``true`` into
+        ``1`` and an object into its text."""
+        return False
+
     def bind(self, value: Scalar) -> object:
         """A literal or context value as the driver should receive it."""
         return value
@@ -168,6 +178,14 @@ class Dialect(ABC):
     def order_term(self, path: Path, descending: bool) -> str:
         """One ``ORDER BY`` term: NULL first ascending, last descending."""
         return f"{self.sort_sql(path)} {'DESC' if descending else 'ASC'}"
+
+    def keyset_row(
+        self, keys: Sequence[SortKey], values: Sequence[Scalar], params: Params
+    ) -> str | None:
+        """The whole keyset condition as one row comparison, which an index on the sort
+        terms answers with a range scan; None (the default) to combine :meth:`keyset_step`
+        conditions instead."""
+        return None
 
     def keyset_step(
         self, path: Path, value: Scalar, descending: bool, params: Params
@@ -386,20 +404,18 @@ class _Compiler:
         op: str,
     ) -> Fragment:
         terms: list[Fragment] = []
+        typed = op == "=" and self.dialect.typed_equality(_source(left), _source(right))
         for kind in kinds:
             if kind in left.kinds and kind in right.kinds:
-                terms.append(
-                    sql_and(
-                        [
-                            self._kind(left, kind),
-                            self._kind(right, kind),
-                            condition(
-                                self._value(left, kind, op, right),
-                                self._value(right, kind, op, left),
-                            ),
-                        ]
-                    )
+                compared = condition(
+                    self._value(left, kind, op, right), self._value(right, kind, op, left)
                 )
+                if typed:
+                    terms.append(compared)
+                else:
+                    terms.append(
+                        sql_and([self._kind(left, kind), self._kind(right, kind), compared])
+                    )
         return sql_or(terms)
 
     def _equal(self, left: _Side, right: _Side) -> Fragment:

@@ -16,7 +16,7 @@ from roost.records.fields import FIELD_NAME, SYSTEM_FIELDS, FieldSpec, now_iso
 from roost.storage.base import Connection, IndexSpec, Storage, UniqueViolation
 from roost.types import JSONObject
 
-COLLECTION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+COLLECTION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,60}$")
 ACTIONS = ("list", "view", "create", "update", "delete")
 MAX_FIELDS = 200
 MAX_INDEXES = 32
@@ -86,7 +86,7 @@ class CollectionDef(BaseModel):
     @classmethod
     def _name(cls, name: str) -> str:
         if not COLLECTION_NAME.match(name):
-            raise ValueError("collection names match ^[a-z][a-z0-9_]{0,62}$")
+            raise ValueError("collection names match ^[a-z][a-z0-9_]{0,60}$")
         return name
 
     @field_validator("fields")
@@ -214,12 +214,12 @@ class Collections:
         self._storage = storage
 
     async def all(self) -> list[Collection]:
-        async with self._storage.read() as conn:
+        async with self._storage.read(replica=True) as conn:
             rows = await conn.fetch_all("SELECT name FROM _collections ORDER BY name")
             return [await load(conn, row["name"]) for row in rows]
 
     async def get(self, name: str) -> Collection:
-        async with self._storage.read() as conn:
+        async with self._storage.read(replica=True) as conn:
             return await load(conn, name)
 
     async def create(self, definition: CollectionDef) -> Collection:
@@ -246,14 +246,20 @@ class Collections:
         return Collection(definition=definition, created=now, updated=now, version=1)
 
     async def update(self, name: str, patch: JSONObject) -> Collection:
+        if "name" in patch and patch["name"] != name:
+            raise ValidationFailed(
+                "collections cannot be renamed", [{"field": "name", "message": "read-only"}]
+            )
+        async with self._storage.read() as conn:
+            current = await load(conn, name)
+        wanted = self._merged(current, patch)
+        try:  # outside the transaction, so a long index build does not block writes
+            await self._storage.build_indexes(name, wanted.index_specs())
+        except UniqueViolation as exc:
+            raise Conflict("existing records break a unique index of this definition") from exc
         async with self._storage.write() as conn:
             current = await load(conn, name)
-            if "name" in patch and patch["name"] != name:
-                raise ValidationFailed(
-                    "collections cannot be renamed", [{"field": "name", "message": "read-only"}]
-                )
-            merged = {**current.definition.model_dump(mode="json"), **patch, "name": name}
-            definition = with_builtin_parts(_validated(merged))
+            definition = self._merged(current, patch)
             now = now_iso()
             await conn.execute(
                 "UPDATE _collections SET definition = ?, updated = ?, version = version + 1"
@@ -275,6 +281,11 @@ class Collections:
             await load(conn, name)
             await conn.execute("DELETE FROM _collections WHERE name = ?", (name,))
             await self._storage.drop_collection(conn, name)
+
+    @staticmethod
+    def _merged(current: Collection, patch: JSONObject) -> CollectionDef:
+        merged = {**current.definition.model_dump(mode="json"), **patch}
+        return with_builtin_parts(_validated(merged))
 
     async def _define(self, conn: Connection, definition: CollectionDef) -> None:
         try:

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Set
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from roost.errors import ValidationFailed
@@ -20,8 +21,29 @@ from roost.types import JSON, JSONObject
 SYSTEM_FIELDS = ("id", "owner", "created", "updated", "version")
 FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 MAX_SAFE_INTEGER = 2**53 - 1
+_LONG_NUMBER = re.compile(r"\d{16}")
 
 FieldType = Literal["string", "number", "integer", "boolean", "object", "array", "datetime"]
+
+
+def load_data(text: str | bytes) -> JSONObject:
+    """Stored record data as JSON. PostgreSQL's ``jsonb`` keeps numbers as decimals, so a
+    whole float beyond ±(2**53 - 1), stored from ``1e+16``, comes back as ``10000000000000000``:
+    records hold no such integer, so one read back is that float again."""
+    data: JSONObject = orjson.loads(text)
+    if _LONG_NUMBER.search(text if isinstance(text, str) else text.decode()):
+        return {key: _floats_beyond_safe(value) for key, value in data.items()}
+    return data
+
+
+def _floats_beyond_safe(value: JSON) -> JSON:
+    if isinstance(value, dict):
+        return {key: _floats_beyond_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_floats_beyond_safe(item) for item in value]
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_SAFE_INTEGER:
+        return float(value)
+    return value
 
 
 class FieldSpec(BaseModel):

@@ -52,13 +52,34 @@ def idempotent_request(
 
 
 async def recall(conn: Connection, request: IdempotentRequest, ttl: int) -> Outcome | None:
-    """The stored outcome of an earlier request with this key, if it is still kept."""
+    """The stored outcome of an earlier request with this key, or None after claiming the key.
+
+    The claim is a placeholder row written in the caller's transaction: a concurrent
+    request with the same key waits on it (PostgreSQL runs writers in parallel) until this
+    transaction ends, then sees the stored outcome, or claims the key itself if this one
+    rolled back. So two retries racing each other write once.
+    """
+    now = datetime.now(UTC).isoformat()
+    claimed = await conn.execute(
+        "INSERT INTO _idempotency (scope, key, request_hash, status, headers, body, created)"
+        " VALUES (?, ?, ?, 0, '{}', ?, ?) ON CONFLICT (scope, key) DO NOTHING",
+        (request.scope, request.key, request.request_hash, b"", now),
+    )
+    if claimed:
+        return None
+    expired = await conn.execute(
+        "UPDATE _idempotency SET request_hash = ?, status = 0, body = ?, created = ?"
+        " WHERE scope = ? AND key = ? AND created < ?",
+        (request.request_hash, b"", now, request.scope, request.key, _cutoff(ttl)),
+    )
+    if expired:
+        return None
     row = await conn.fetch_one(
-        "SELECT request_hash, status, body, created FROM _idempotency WHERE scope = ? AND key = ?",
+        "SELECT request_hash, status, body FROM _idempotency WHERE scope = ? AND key = ?",
         (request.scope, request.key),
     )
-    if row is None or row["created"] < _cutoff(ttl):
-        return None
+    if row is None:  # an expired row purged between the two statements: claim afresh
+        return await recall(conn, request, ttl)
     if row["request_hash"] != request.request_hash:
         raise IdempotencyKeyReused(
             "this Idempotency-Key was used for a different request; use a new key"

@@ -42,7 +42,7 @@ from roost.query.sql import Dialect, compile_filter
 from roost.records import collections, idempotency
 from roost.records.collections import USER_FIELDS, USERS, Collection
 from roost.records.cursor import PageCursors
-from roost.records.fields import check_names, merge_patch, now_iso, validate_data
+from roost.records.fields import check_names, load_data, merge_patch, now_iso, validate_data
 from roost.records.idempotency import IdempotentRequest, Outcome
 from roost.records.rules import check, list_clause, paths_of, refuse_hidden_paths, strip_hidden
 from roost.settings import Settings
@@ -79,7 +79,7 @@ def to_public(row: Row) -> JSONObject:
         "created": row["created"],
         "updated": row["updated"],
         "version": row["version"],
-        **orjson.loads(row["data"]),
+        **load_data(row["data"]),
     }
 
 
@@ -113,7 +113,7 @@ class Records:
 
     async def get(self, name: str, record_id: str, principal: Principal) -> JSONObject:
         record_id = checked_id(record_id)
-        async with self._storage.read() as conn:
+        async with self._storage.read(replica=True) as conn:
             collection = await collections.load(conn, name)
             row = await _fetch(conn, name, record_id)
         record = to_public(row)
@@ -148,7 +148,7 @@ class Records:
         last = self._cursors.decode(scope, cursor) if cursor else None
         if last is not None and len(last) != len(keys):
             raise InvalidCursor("the cursor does not fit this sort order")
-        async with self._storage.read() as conn:
+        async with self._storage.read(replica=True) as conn:
             collection = await collections.load(conn, name)
             read_paths = [key.path for key in keys]
             if expression is not None:
@@ -159,7 +159,7 @@ class Records:
                 clauses.append(compile_filter(expression, dialect, context))
             if last is not None:
                 clauses.append(keyset_sql(keys, last, dialect))
-            sql, params = _select_page(
+            sql, params = page_sql(
                 name, keys, [c for c in clauses if c is not None], limit + 1, dialect
             )
             rows = await conn.fetch_all(sql, params)
@@ -224,7 +224,7 @@ class Records:
         if op.action == "create":
             return await self._create(conn, collection, data, principal, context)
         assert op.id is not None
-        row = await _fetch(conn, op.collection, checked_id(op.id))
+        row = await _fetch(conn, op.collection, checked_id(op.id), lock=True)
         record = to_public(row)
         check(collection, op.action, principal, record, context)
         if op.if_match is not None and op.if_match != row["version"]:
@@ -277,7 +277,7 @@ class Records:
         patch = dict(patch)
         owner = _owner(patch.pop("owner")) if "owner" in patch else row["owner"]
         definition = collection.definition
-        data = merge_patch(orjson.loads(row["data"]), patch)
+        data = merge_patch(load_data(row["data"]), patch)
         data = validate_data(
             data, definition.fields, strict=definition.options.strict, creating=False
         )
@@ -330,14 +330,15 @@ async def delete_account(storage: Storage, conn: Connection, user_id: str) -> No
         await conn.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,))
 
 
-def _select_page(
+def page_sql(
     name: str,
     keys: Sequence[SortKey],
     clauses: Sequence[tuple[str, Sequence[Any]]],
     limit: int,
     dialect: Dialect,
 ) -> tuple[str, list[Any]]:
-    """One page of ``name``: rows passing every clause, in ``keys`` order, with sort values."""
+    """The query of one page of ``name``: rows passing every clause, in ``keys`` order, with
+    their sort values as ``_k0``, ``_k1``, ..."""
     sort_values = sort_values_sql(keys, dialect)
     selected = ", ".join(f"{value} AS _k{i}" for i, value in enumerate(sort_values))
     sql = f"SELECT {COLUMNS}, {selected} FROM {table_name(name)}"
@@ -351,9 +352,12 @@ def _select_page(
     return sql, params
 
 
-async def _fetch(conn: Connection, name: str, record_id: str) -> Row:
+async def _fetch(conn: Connection, name: str, record_id: str, lock: bool = False) -> Row:
+    """The stored row; with ``lock``, locked until the write transaction ``conn`` ends, so a
+    concurrent writer waits and then reads this one's result (no lost update)."""
     row = await conn.fetch_one(
-        f"SELECT {COLUMNS} FROM {table_name(name)} WHERE id = ?", (record_id,)
+        f"SELECT {COLUMNS} FROM {table_name(name)} WHERE id = ?{conn.row_lock if lock else ''}",
+        (record_id,),
     )
     if row is None:
         raise NotFound(f"record {record_id} does not exist in {name!r}")
@@ -384,7 +388,7 @@ def _owner(value: JSON) -> str | None:
 
 
 def _conflict(exc: UniqueViolation, record_id: str) -> Conflict:
-    if ".id" in str(exc):
+    if ".id" in str(exc) or (exc.index or "").endswith("_pkey"):
         return Conflict(f"a record with id {record_id} already exists")
     return Conflict("the record breaks a unique index of its collection")
 

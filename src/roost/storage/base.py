@@ -9,6 +9,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -53,8 +54,28 @@ class Change:
     at: str
 
 
+@dataclass(slots=True)
+class Consistency:
+    """Read-your-writes for one request when reads may go to replicas: ``after`` is the
+    position the client says it has seen written (``Roost-Position``), ``written`` the
+    position after this request's last commit. Positions are PostgreSQL WAL positions
+    (``pg_lsn`` as an integer); a backend without replicas leaves them 0."""
+
+    after: int = 0
+    written: int = 0
+
+
+CONSISTENCY: ContextVar[Consistency | None] = ContextVar("roost_consistency", default=None)
+"""Set per request by the HTTP layer; read by ``Storage.read(replica=True)`` and
+``Storage.write()``."""
+
+
 class Connection(ABC):
     """A connection inside ``Storage.read()`` or one transaction inside ``Storage.write()``."""
+
+    row_lock = ""
+    """Appended to a ``SELECT`` in a write transaction that reads rows it will change: they
+    stay locked until it ends (PostgreSQL ``FOR UPDATE``; SQLite's one writer needs none)."""
 
     @abstractmethod
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
@@ -79,8 +100,12 @@ class Storage(ABC):
         """Connect and run pending migrations (once, even with several instances)."""
 
     @abstractmethod
-    def read(self) -> AbstractAsyncContextManager[Connection]:
-        """A connection for reads; it sees only committed data."""
+    def read(self, replica: bool = False) -> AbstractAsyncContextManager[Connection]:
+        """A connection for reads; it sees only committed data.
+
+        ``replica``: the caller can be served by a read replica, if the backend has one that
+        has replayed past ``CONSISTENCY``'s positions and lags within its bound.
+        """
 
     @abstractmethod
     def write(self) -> AbstractAsyncContextManager[Connection]:
@@ -114,6 +139,12 @@ class Storage(ABC):
         self, conn: Connection, name: str, indexes: Sequence[IndexSpec]
     ) -> None:
         """Create the collection's table if needed and make its indexes exactly ``indexes``."""
+
+    @abstractmethod
+    async def build_indexes(self, name: str, indexes: Sequence[IndexSpec]) -> None:
+        """Before ``define_collection`` changes an existing collection's indexes: build the
+        new ones where the backend can without blocking writes (outside any transaction),
+        raising ``UniqueViolation`` when a unique one cannot be built."""
 
     @abstractmethod
     async def drop_collection(self, conn: Connection, name: str) -> None:

@@ -37,11 +37,14 @@ from typing import Any, NoReturn
 
 import asyncpg
 
+from roost.query.parser import parse_path
 from roost.query.postgres import PostgresDialect, setup_sql
 from roost.settings import Settings
 from roost.storage.base import (
+    CONSISTENCY,
     Change,
     Connection,
+    Consistency,
     IndexSpec,
     Op,
     Row,
@@ -52,6 +55,7 @@ from roost.storage.base import (
 )
 from roost.storage.migrations.postgres import MIGRATIONS
 from roost.storage.migrations.runner import migrate
+from roost.storage.replicas import Replicas, parse_lsn
 
 
 class ServiceDialect(PostgresDialect):
@@ -62,7 +66,13 @@ class ServiceDialect(PostgresDialect):
         return "?"
 
 
+POSITION = "SELECT pg_current_wal_lsn()::text AS lsn"
+"""Read after a commit: a replica that has replayed up to here has the commit."""
+REPLICA_CONNECT_TIMEOUT = 2.0
+"""Seconds to connect to a replica before the read goes to the primary instead."""
 INDEX_PREFIX = "ix_"
+INDEX_BUILD_TIMEOUT = 900
+"""Seconds an index build may take (it runs outside the statement timeout)."""
 MAX_IDENTIFIER = 63
 """PostgreSQL cuts longer names (NAMEDATALEN - 1 bytes)."""
 
@@ -77,6 +87,10 @@ FAILURES: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
     asyncpg.InterfaceError,
+    # the server ended the session (restart, pg_terminate_backend) while the connection sat
+    # idle in the pool: until the socket's EOF arrives, the next statement finds the
+    # protocol still consuming the FATAL message ("cannot switch to state ...")
+    asyncpg.InternalClientError,
     asyncpg.PostgresConnectionError,
     asyncpg.OperatorInterventionError,  # statement timeout, admin shutdown, cannot connect
     asyncpg.InsufficientResourcesError,  # disk full, too many connections
@@ -212,7 +226,25 @@ def _fail(exc: BaseException) -> NoReturn:
     raise StorageError(str(exc) or type(exc).__name__) from exc
 
 
+def _stuck(exc: BaseException) -> bool:
+    """Whether a block that failed with ``exc`` may have left a statement running or being
+    cancelled: it timed out or was cancelled (a frozen server answers neither)."""
+    cause = exc.__cause__ if isinstance(exc, StorageError) else exc
+    return isinstance(cause, TimeoutError | asyncio.CancelledError)
+
+
+def _drop(raw: asyncpg.Connection) -> None:
+    """Close a pooled connection at once (the server rolls back its transaction); the pool
+    opens another. Waiting to roll back or reset it could take the whole timeout again."""
+    try:
+        raw.terminate()
+    except asyncpg.InterfaceError:  # asyncpg closed it already and took it back
+        pass
+
+
 class PostgresConnection(Connection):
+    row_lock = " FOR UPDATE"
+
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
 
@@ -248,6 +280,9 @@ class PostgresStorage(Storage):
         self._timeout = settings.postgres_timeout_seconds
         self._statement_timeout_ms = settings.postgres_statement_timeout_ms
         self._pool: asyncpg.Pool | None = None
+        self._replica_urls = settings.database_replica_urls
+        self._max_lag = settings.database_replica_max_lag_seconds
+        self._replicas: Replicas | None = None
 
     async def open(self) -> None:
         try:
@@ -275,20 +310,55 @@ class PostgresStorage(Storage):
             )
         assert row is not None
         self.dialect = ServiceDialect.for_collation(row["datcollate"])
+        if self._replica_urls:
+            await self._open_replicas(self._pool)
+
+    async def _open_replicas(self, primary: asyncpg.Pool) -> None:
+        """Pools that connect on first use (a replica that is down does not stop the start),
+        and the monitor; the first check runs now so reads can use replicas at once."""
+        pools = [
+            await asyncpg.create_pool(
+                url,
+                min_size=0,
+                max_size=self._max_size,
+                timeout=min(self._timeout, REPLICA_CONNECT_TIMEOUT),
+                command_timeout=self._timeout,
+                server_settings={
+                    "application_name": "roost",
+                    "statement_timeout": str(self._statement_timeout_ms),
+                },
+            )
+            for url in self._replica_urls
+        ]
+        self._replicas = Replicas(pools, self._max_lag, self._timeout)
+        try:
+            await self._replicas.check(primary)
+        except Exception:  # the monitor retries
+            pass
+        self._replicas.start(primary)
 
     @asynccontextmanager
-    async def _acquire(self) -> AsyncIterator[asyncpg.Connection]:
+    async def _acquire(
+        self, replica: asyncpg.Pool | None = None
+    ) -> AsyncIterator[asyncpg.Connection]:
         if self._pool is None:
             raise StorageError("storage is not open")
-        pool = self._pool
+        pool = replica or self._pool
         try:
             raw = await pool.acquire(timeout=self._timeout)
         except FAILURES as exc:
             _fail(exc)
         try:
             yield raw
+        except BaseException as exc:
+            if _stuck(exc):
+                _drop(raw)
+            raise
         finally:
-            await pool.release(raw)
+            try:
+                await pool.release(raw)
+            except FAILURES:  # its reset failed: asyncpg terminated it, the pool makes another
+                pass  # and the block's own outcome (result or error) stands
 
     @asynccontextmanager
     async def _transaction(self, raw: asyncpg.Connection) -> AsyncIterator[Connection]:
@@ -299,11 +369,14 @@ class PostgresStorage(Storage):
             _fail(exc)
         try:
             yield PostgresConnection(raw)
-        except BaseException:
-            try:
-                await transaction.rollback()
-            except Exception:  # the connection is gone; the pool resets or drops it
-                pass
+        except BaseException as exc:
+            if _stuck(exc):
+                _drop(raw)
+            else:
+                try:
+                    await transaction.rollback()
+                except Exception:  # the connection is gone; the pool resets or drops it
+                    pass
             raise
         try:
             await transaction.commit()
@@ -311,14 +384,32 @@ class PostgresStorage(Storage):
             _fail(exc)
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[Connection]:
-        async with self._acquire() as raw:
-            yield PostgresConnection(raw)
+    async def read(self, replica: bool = False) -> AsyncIterator[Connection]:
+        pool = self._replica(CONSISTENCY.get()) if replica else None
+        try:
+            async with self._acquire(pool) as raw:
+                yield PostgresConnection(raw)
+        except StorageError:
+            if pool is not None and self._replicas is not None:
+                self._replicas.skip(pool)  # the next check brings it back when it answers
+            raise
+
+    def _replica(self, consistency: Consistency | None) -> asyncpg.Pool | None:
+        if self._replicas is None:
+            return None
+        after = 0 if consistency is None else max(consistency.after, consistency.written)
+        return self._replicas.choose(after)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Connection]:
-        async with self._acquire() as raw, self._transaction(raw) as conn:
-            yield conn
+        async with self._acquire() as raw:
+            async with self._transaction(raw) as conn:
+                yield conn
+            consistency = CONSISTENCY.get()
+            if self._replicas is not None and consistency is not None:
+                position = await PostgresConnection(raw).fetch_one(POSITION)
+                assert position is not None
+                consistency.written = max(consistency.written, parse_lsn(position["lsn"]))
 
     async def append_change(
         self,
@@ -382,24 +473,62 @@ class PostgresStorage(Storage):
         await conn.execute(
             f'CREATE INDEX IF NOT EXISTS "{owner_index_name(name)}" ON {table} (owner)'
         )
-        wanted = {index_name(name, spec): spec for spec in indexes}
-        existing = {
-            row["name"]
-            for row in await conn.fetch_all(
-                "SELECT c.relname AS name FROM pg_index i"
-                " JOIN pg_class c ON c.oid = i.indexrelid"
-                " WHERE i.indrelid = to_regclass(?) AND starts_with(c.relname, ?)",
-                (table, INDEX_PREFIX),
-            )
-        }
-        for stale in existing - wanted.keys():
+        wanted = self._indexes(name, indexes)
+        existing = await _existing_indexes(conn, table)
+        for stale in existing.keys() - wanted.keys():
             await conn.execute(f'DROP INDEX "{stale}"')
-        for index, spec in wanted.items():
-            if index in existing:
-                continue
-            columns = ", ".join(f"({self.dialect.field_sql(path)})" for path in spec.fields)
-            unique = "UNIQUE " if spec.unique else ""
-            await conn.execute(f'CREATE {unique}INDEX "{index}" ON {table} ({columns})')
+        for index, (unique, columns) in wanted.items():
+            if not existing.get(index, False):
+                await conn.execute(f'DROP INDEX IF EXISTS "{index}"')  # a failed build
+                await conn.execute(f'CREATE {unique}INDEX "{index}" ON {table} ({columns})')
+
+    async def build_indexes(self, name: str, indexes: Sequence[IndexSpec]) -> None:
+        """Build the missing indexes of an existing collection with ``CREATE INDEX
+        CONCURRENTLY``: writes go on while it reads the table, and ``define_collection``
+        then finds them built. A unique index over duplicates fails (``UniqueViolation``)
+        and is dropped again; so is one a crash or timeout left invalid."""
+        table = table_name(name)
+        wanted = self._indexes(name, indexes)
+        async with self._acquire() as raw:  # released with asyncpg's reset: RESET ALL and
+            conn = PostgresConnection(raw)  # pg_advisory_unlock_all()
+            lock = (COLLECTION_LOCK_CLASS, name)
+            await conn.execute("SELECT pg_advisory_lock(?, hashtext(?))", lock)
+            await conn.execute(f"SET statement_timeout = {INDEX_BUILD_TIMEOUT * 1000}")
+            if await conn.fetch_one("SELECT 1 WHERE to_regclass(?) IS NOT NULL", (table,)) is None:
+                return
+            existing = await _existing_indexes(conn, table)
+            for index, (unique, columns) in wanted.items():
+                if existing.get(index, False):
+                    continue
+                drop = f'DROP INDEX CONCURRENTLY IF EXISTS "{index}"'
+                await self._build(raw, drop)
+                create = f"CREATE {unique}INDEX CONCURRENTLY"
+                try:
+                    await self._build(raw, f'{create} "{index}" ON {table} ({columns})')
+                except StorageError:
+                    await self._build(raw, drop)
+                    raise
+
+    @staticmethod
+    async def _build(raw: asyncpg.Connection, sql: str) -> None:
+        try:
+            await raw.execute(sql, timeout=INDEX_BUILD_TIMEOUT)
+        except FAILURES as exc:
+            _fail(exc)
+
+    def _indexes(self, name: str, specs: Sequence[IndexSpec]) -> dict[str, tuple[str, str]]:
+        """Index name → (``"UNIQUE "`` or ``""``, columns) for each declared index: one on
+        the fields' values, which filters use, and one on the values of all but the last
+        field then the last field's ``ORDER BY`` terms and ``id``, which a page filtered on
+        the first fields and sorted on the last reads in order (stopping at its limit)."""
+        wanted: dict[str, tuple[str, str]] = {}
+        for spec in specs:
+            values = [f"({self.dialect.field_sql(path)})" for path in spec.fields]
+            wanted[index_name(name, spec)] = ("UNIQUE " if spec.unique else "", ", ".join(values))
+            last = parse_path(spec.fields[-1])
+            order = [*values[:-1], *self.dialect.order_terms(last), '(id COLLATE "C")']
+            wanted[index_name(name, spec, "order")] = ("", ", ".join(order))
+        return wanted
 
     async def drop_collection(self, conn: Connection, name: str) -> None:
         await self._lock_collection(conn, name)
@@ -417,6 +546,9 @@ class PostgresStorage(Storage):
 
     async def aclose(self) -> None:
         """Close the pool: wait (up to the timeout) for lent connections, then cut them."""
+        if self._replicas is not None:
+            replicas, self._replicas = self._replicas, None
+            await replicas.aclose()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             try:
@@ -438,7 +570,21 @@ def owner_index_name(collection: str) -> str:
     return _short(collection, "owner_", collection)
 
 
-def index_name(collection: str, spec: IndexSpec) -> str:
-    """A stable name (at most 63 bytes) for a declared index: redeclaring changes nothing."""
-    digest = hashlib.sha256(repr((collection, spec.fields, spec.unique)).encode()).hexdigest()
+def index_name(collection: str, spec: IndexSpec, role: str = "") -> str:
+    """A stable name (at most 63 bytes) for a declared index (``role`` tells its two
+    PostgreSQL indexes apart): redeclaring changes nothing."""
+    key = (collection, spec.fields, spec.unique, *([role] if role else []))
+    digest = hashlib.sha256(repr(key).encode()).hexdigest()
     return f"{INDEX_PREFIX}{collection[:40]}_{digest[:16]}"
+
+
+async def _existing_indexes(conn: Connection, table: str) -> dict[str, bool]:
+    """Roost's declared indexes on ``table``: name → whether it is valid (a failed
+    ``CREATE INDEX CONCURRENTLY`` leaves an invalid one behind)."""
+    rows = await conn.fetch_all(
+        "SELECT c.relname AS name, i.indisvalid AS valid FROM pg_index i"
+        " JOIN pg_class c ON c.oid = i.indexrelid"
+        " WHERE i.indrelid = to_regclass(?) AND starts_with(c.relname, ?)",
+        (table, INDEX_PREFIX),
+    )
+    return {row["name"]: row["valid"] for row in rows}

@@ -121,7 +121,7 @@ class SQLiteStorage(Storage):
                 self._readers.put_nowait(await self._connect())
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[Connection]:
+    async def read(self, replica: bool = False) -> AsyncIterator[Connection]:
         if self.in_memory:
             async with self._write_lock:
                 yield SQLiteConnection(self._require_writer())
@@ -218,6 +218,9 @@ class SQLiteStorage(Storage):
             columns = ", ".join(self.dialect.field_sql(path) for path in spec.fields)
             unique = "UNIQUE " if spec.unique else ""
             await conn.execute(f'CREATE {unique}INDEX "{index}" ON {table} ({columns})')
+
+    async def build_indexes(self, name: str, indexes: Sequence[IndexSpec]) -> None:
+        """Nothing: with one writer, ``define_collection`` builds them in its transaction."""
 
     async def drop_collection(self, conn: Connection, name: str) -> None:
         await conn.execute(f"DROP TABLE IF EXISTS {table_name(name)}")
