@@ -142,6 +142,12 @@ class Settings(BaseSettings):
     def _default_database(self) -> Settings:
         if not self.database_url:
             object.__setattr__(self, "database_url", f"sqlite:///{self.data_dir / 'roost.db'}")
+        postgres = ("postgresql://", "postgres://")
+        if self.database_replica_urls and not (
+            self.database_url.startswith(postgres)
+            and all(url.startswith(postgres) for url in self.database_replica_urls)
+        ):
+            raise ValueError("database_replica_urls are PostgreSQL replicas of database_url")
         return self
 
     def identity_providers(self) -> dict[str, OIDCProvider]:

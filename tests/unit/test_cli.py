@@ -293,3 +293,15 @@ def test_a_broken_config_file_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_p
     )
     assert code == 2
     assert "not valid TOML" in err
+
+
+def test_a_list_setting_that_is_not_json_is_reported(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("ROOST_DATABASE_REPLICA_URLS", "postgresql://user:hunter2@replica/db")
+    code, out, err = run_cli(
+        monkeypatch, "admin", "create", EMAIL, "--data-dir", str(tmp_path), stdin=PASSWORD
+    )
+    assert code == 2
+    assert "database_replica_urls" in err and "JSON" in err
+    assert "hunter2" not in out + err

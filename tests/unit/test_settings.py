@@ -63,6 +63,7 @@ def test_keyword_arguments_beat_the_environment(monkeypatch: pytest.MonkeyPatch)
         ("ROOST_LOG_LEVEL", "loud"),
         ("ROOST_ENV", "staging"),
         ("ROOST_SQLITE_SYNCHRONOUS", "OFF"),
+        ("ROOST_DATABASE_REPLICA_URLS", '["postgresql://replica/db"]'),  # of a SQLite file
     ],
 )
 def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:

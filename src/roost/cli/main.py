@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from roost import __version__
 from roost.cli import admin, serve, transfer
@@ -65,6 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.handler(args)
     except ValidationError as exc:
         print(f"roost: invalid settings:\n{describe(exc)}", file=sys.stderr)
+        return 2
+    except SettingsError as exc:  # a list or table variable that is not JSON
+        print(f"roost: invalid settings: {exc} (lists and tables are JSON)", file=sys.stderr)
         return 2
     except tomllib.TOMLDecodeError as exc:
         print(f"roost: the configuration file is not valid TOML: {exc}", file=sys.stderr)

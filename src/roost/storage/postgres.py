@@ -17,10 +17,16 @@ position is larger than every position stamped before it, and a reader that asks
 check first). A change becomes readable once every transaction older than its writer's
 has finished: a long transaction anywhere on the server delays the log, never reorders it.
 
-**Collections.** One table each, ``data`` JSONB; declared indexes are expression indexes
-on exactly ``dialect.field_sql(path)``. They are built with a plain ``CREATE INDEX`` inside
-the caller's transaction (``CREATE INDEX CONCURRENTLY`` cannot run in a transaction): on
-a large existing table this blocks its writes while the index builds.
+**Collections.** One table each, ``data`` JSONB. Each declared index is two expression
+indexes (``_indexes``): one on exactly ``dialect.field_sql(path)`` of each field, for
+filters, and one ordered for pages sorted on the last field. On an existing table
+``build_indexes`` builds new ones ``CONCURRENTLY`` before the definition transaction, so
+writes go on; ``define_collection`` creates those still missing (on a new, empty table)
+inside the caller's transaction.
+
+**Replicas.** ``read(replica=True)`` borrows from a replica that ``Replicas`` (see
+``storage/replicas.py``) holds usable and past the request's ``CONSISTENCY`` position;
+``write()`` records the primary's WAL position after each commit.
 
 **Migrations** run in one transaction under an advisory lock, so instances starting
 together migrate exactly once.
