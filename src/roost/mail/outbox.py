@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from roost.mail.base import Mail, Mailer, MailError
-from roost.storage.base import Connection, Row, Storage
+from roost.storage.base import Connection, Row, Storage, StorageError
 
 BATCH_SIZE = 10
 """Rows one worker claims per round."""
@@ -152,6 +152,8 @@ class OutboxWorker:
                     await self.purge()
                     last_purge = loop.time()
                 claimed, _ = await self._round(stop)
+            except StorageError as exc:  # the database is down: expected, retried, no trace
+                log.warning("outbox round failed: database unavailable", error=str(exc))
             except Exception:
                 log.exception("outbox round failed")
             if claimed < self._policy.batch_size:
