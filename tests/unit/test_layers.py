@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import roost
@@ -89,3 +91,11 @@ def test_only_http_and_cli_import_the_web_framework() -> None:
             continue
         used = [i for i in _imports(path) if i.split(".")[0] in FRAMEWORKS]
         assert used == [], f"{module} imports {used}"
+
+
+def test_the_embedded_default_needs_no_optional_extra() -> None:
+    """``pip install roost`` without ``[postgres]`` or ``[redis]`` must serve on SQLite:
+    backends load their driver only when a URL names them."""
+    blocked = "import sys; sys.modules.update(asyncpg=None, redis=None)"
+    modules = "roost.cli.main, roost.http.app, roost.components, roost.storage.sqlite"
+    subprocess.run([sys.executable, "-c", f"{blocked}; import {modules}"], check=True, timeout=60)

@@ -15,8 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from roost.errors import BadRequest, PayloadTooLarge
 from roost.http.problems import problem
 from roost.logs import REQUEST_ID
-from roost.storage.base import CONSISTENCY, Consistency
-from roost.storage.replicas import format_lsn, parse_lsn
+from roost.storage.base import CONSISTENCY, Consistency, format_lsn, parse_lsn
 
 REQUEST_ID_HEADER = b"x-request-id"
 POSITION_HEADER = b"roost-position"

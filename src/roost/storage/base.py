@@ -6,6 +6,7 @@ it, owns the dialect differences (``dialect``), the change log and the per-colle
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -18,6 +19,7 @@ from roost.query.sql import Dialect
 from roost.settings import Settings
 
 Row = Mapping[str, Any]
+_LSN = re.compile(r"[0-9A-F]{1,8}/[0-9A-F]{1,8}", re.IGNORECASE)
 Op = Literal["create", "update", "delete"]
 
 
@@ -68,6 +70,20 @@ class Consistency:
 CONSISTENCY: ContextVar[Consistency | None] = ContextVar("roost_consistency", default=None)
 """Set per request by the HTTP layer; read by ``Storage.read(replica=True)`` and
 ``Storage.write()``."""
+
+
+def parse_lsn(text: str) -> int:
+    """A PostgreSQL WAL position (``pg_lsn`` text, ``"16/B374D848"``) as an integer;
+    ValueError when ``text`` is not one."""
+    if not _LSN.fullmatch(text):
+        raise ValueError(f"not a WAL position: {text[:40]!r}")
+    high, low = text.split("/")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def format_lsn(position: int) -> str:
+    """The ``pg_lsn`` text of a position from :func:`parse_lsn`."""
+    return f"{position >> 32:X}/{position & 0xFFFFFFFF:X}"
 
 
 class Connection(ABC):

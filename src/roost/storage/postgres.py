@@ -57,11 +57,12 @@ from roost.storage.base import (
     Storage,
     StorageError,
     UniqueViolation,
+    parse_lsn,
     table_name,
 )
 from roost.storage.migrations.postgres import MIGRATIONS
 from roost.storage.migrations.runner import migrate
-from roost.storage.replicas import Replicas, parse_lsn
+from roost.storage.replicas import Replicas
 
 
 class ServiceDialect(PostgresDialect):

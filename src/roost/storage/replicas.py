@@ -26,22 +26,12 @@ from dataclasses import dataclass
 import asyncpg
 import structlog
 
+from roost.storage.base import parse_lsn
+
 CHECK_INTERVAL = 0.2
 """Seconds between checks: a replica is seen to catch up at most this late."""
 
 log = structlog.get_logger("roost.storage")
-
-
-def parse_lsn(text: str) -> int:
-    """``"16/B374D848"`` → its 64-bit position; ValueError when it is not one."""
-    high, low = text.split("/")
-    if not (0 < len(high) <= 8 and 0 < len(low) <= 8):
-        raise ValueError(f"not a WAL position: {text!r}")
-    return (int(high, 16) << 32) | int(low, 16)
-
-
-def format_lsn(position: int) -> str:
-    return f"{position >> 32:X}/{position & 0xFFFFFFFF:X}"
 
 
 @dataclass
