@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint services bench-framework bench-postgres clean
+.PHONY: run test lint services bench-framework bench-postgres bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { apt-get update && apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
@@ -42,6 +42,27 @@ bench-postgres: $(STAMP)
 	  { command -v pgbench || ls /usr/lib/postgresql/*/bin/pgbench; } >/dev/null 2>&1 || \
 	  { apt-get update && apt-get install -y wrk postgresql postgresql-contrib; }
 	$(BIN)/python bench/postgres/run.py
+
+# Roost under six workloads beside its ceilings, in the same run (bench/README.md):
+# `make bench` (under 10 minutes), `make bench-quick` (under 2). Add Parse Server with
+# `make bench PEER_PARSE_URL=http://127.0.0.1:1337/parse PEER_PARSE_DIR=/tmp/parse-peer`.
+# Installs what is missing: wrk and PostgreSQL with pgbench (as root, from Debian), and the
+# bench extra (matplotlib, py-spy, asyncpg) into the venv.
+define bench-setup
+	@command -v wrk >/dev/null || { apt-get update && apt-get install -y wrk; }
+	@ls /usr/lib/postgresql/*/bin/initdb /usr/lib/postgresql/*/bin/pgbench >/dev/null 2>&1 || \
+	  { apt-get update && apt-get install -y postgresql postgresql-contrib; }
+	@$(BIN)/python -c 'import matplotlib, asyncpg' 2>/dev/null && test -x $(BIN)/py-spy || \
+	  $(BIN)/pip install -q -e '.[bench]'
+endef
+
+bench: $(STAMP)
+	$(bench-setup)
+	$(BIN)/python bench/run.py
+
+bench-quick: $(STAMP)
+	$(bench-setup)
+	$(BIN)/python bench/run.py --quick
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

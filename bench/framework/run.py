@@ -29,11 +29,9 @@ line per request) is filtered out and not written during the measurement.
 
 from __future__ import annotations
 
-import collections
 import http.client
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -47,6 +45,12 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the harness package
+
+from harness.cpu import HZ, session_pids, thread_ticks, ticks
+from harness.load import parse_wrk
+from harness.pyspy import summarize
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -465,26 +469,9 @@ class server:
         self.proc.wait(timeout=30)
 
 
-def to_ms(value):
-    num, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()
-    return float(num) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
-
-
-def session_pids(sid):
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid:  # field 6 (session); fields[0] is field 3
-            pids.append((int(stat.parent.name), int(fields[11]) + int(fields[12])))
-    return pids
-
-
 def server_cpu_seconds(sid):
     """utime+stime of every process in the server's session (master + workers)."""
-    return sum(ticks for _, ticks in session_pids(sid)) / os.sysconf("SC_CLK_TCK")
+    return sum(ticks(pid) or 0 for pid in session_pids(sid)) / HZ
 
 
 def wrk(seconds, sid=None, script=None, path="/"):
@@ -496,16 +483,15 @@ def wrk(seconds, sid=None, script=None, path="/"):
         cmd + [URL.rstrip("/") + path], check=True, capture_output=True, text=True
     ).stdout
     cpu = (server_cpu_seconds(sid) - cpu0) / (time.monotonic() - t0) if sid else 0.0
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    sock = re.search(r"Socket errors: (.*)", out)
+    load = parse_wrk(out, {})
     return {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-        "p50": to_ms(re.search(r"\s50%\s+(\S+)", out).group(1)),
-        "p99": to_ms(re.search(r"\s99%\s+(\S+)", out).group(1)),
-        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
+        "rps": load.rps_all,
+        "p50": load.p50,
+        "p99": load.p99,
+        "requests": load.requests,
         "cpu": 100 * cpu,
-        "non2xx": int(non2xx.group(1)) if non2xx else 0,
-        "errors": sock.group(1) if sock else "",
+        "non2xx": load.non2xx,
+        "errors": load.note.removeprefix("socket errors: "),
     }
 
 
@@ -613,7 +599,7 @@ def profile(name):
         with server(case.cmd, env) as proc:
             case.check(fixture)
             wrk(WARMUP, script=script)
-            before = dict(session_pids(proc.pid))
+            before = {pid: ticks(pid) or 0 for pid in session_pids(proc.pid)}
             time.sleep(1)
             load = subprocess.Popen(
                 [
@@ -629,7 +615,9 @@ def profile(name):
                 text=True,
             )
             time.sleep(1.5)
-            busiest = max(session_pids(proc.pid), key=lambda p: p[1] - before.get(p[0], 0))[0]
+            busiest = max(
+                session_pids(proc.pid), key=lambda pid: (ticks(pid) or 0) - before.get(pid, 0)
+            )
             print(f"profiling pid {busiest} ({name}) for {DURATION}s", file=sys.stderr)
             ticks0, t0 = thread_ticks(busiest), time.monotonic()
             # --gil: only samples of the thread holding the GIL, i.e. Python actually running.
@@ -691,101 +679,13 @@ def profile(name):
         f"\nworker CPU by thread over the sampled {t1 - t0:.1f}s (from /proc, incl. py-spy's"
         " own pauses):"
     )
-    hz = os.sysconf("SC_CLK_TCK")
-    for tid, (comm, ticks) in sorted(ticks1.items(), key=lambda kv: -kv[1][1]):
-        used = 100 * (ticks - ticks0.get(tid, (comm, 0))[1]) / hz / (t1 - t0)
+    for tid, (comm, spent) in sorted(ticks1.items(), key=lambda kv: -kv[1][1]):
+        used = 100 * (spent - ticks0.get(tid, (comm, 0))[1]) / HZ / (t1 - t0)
         if used >= 0.5:
             print(f"  {used:5.1f}%  {comm} ({tid})")
-    summarize(raw, seconds=t1 - t0)
+    print("\n" + summarize(raw, seconds=t1 - t0), end="")
     print(f"\nraw stacks: {raw}   flame graph: {PROFILE_OUT}.svg")
     return 0
-
-
-CATEGORIES = [  # first match on the frame's file wins; checked leaf-first for "self"
-    ("aiosqlite (queue hop)", ("aiosqlite/",)),
-    ("sqlite3 (C, in thread)", ("sqlite3/",)),
-    ("logging (structlog)", ("structlog/",)),
-    ("json (orjson/json)", ("orjson", "json/")),
-    ("pydantic", ("pydantic",)),
-    ("starlette", ("starlette/",)),
-    ("anyio", ("anyio/",)),
-    ("granian", ("granian/",)),
-    (
-        "asyncio / uvloop",
-        ("asyncio/", "uvloop/", "contextlib.py", "concurrent/", "queue.py", "threading.py"),
-    ),
-    ("roost", ("roost/",)),
-]
-
-
-def category(frame):
-    for label, needles in CATEGORIES:
-        if any(n in frame for n in needles):
-            return label
-    return "other"
-
-
-def thread_ticks(pid):
-    """{tid: (name, utime+stime ticks)} for every thread of ``pid``."""
-    found = {}
-    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        fields = text.rsplit(")", 1)[1].split()
-        found[stat.parent.name] = (
-            text[text.index("(") + 1 : text.rindex(")")],
-            int(fields[11]) + int(fields[12]),
-        )
-    return found
-
-
-def summarize(raw, top=30, seconds=None):
-    """Self time, inclusive time and time per category from py-spy's raw (collapsed) stacks.
-
-    Percentages are of all samples taken while some thread held the GIL (py-spy --gil).
-    """
-    self_t, incl_t, cats, threads = (collections.Counter() for _ in range(4))
-    total = 0
-    for line in raw.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack:
-            continue
-        n = int(count)
-        frames = stack.split(";")
-        thread, frames = frames[0], frames[1:]
-        total += n
-        is_main = "MainThread" in thread
-        threads["event-loop thread" if is_main else "other threads (aiosqlite, ...)"] += n
-        if frames:
-            self_t[frames[-1]] += n
-            for f in set(frames):
-                incl_t[f] += n
-            leaf = category(frames[-1])
-            cats[f"{'loop' if is_main else 'thread'}: {leaf}"] += n
-    held = f", GIL held ~{100 * total / (250 * seconds):.0f}% of the time" if seconds else ""
-    print(f"\n{total} samples with the GIL held{held}; by thread:")
-    for label, n in threads.most_common():
-        print(f"  {100 * n / total:5.1f}%  {label}")
-    print("\nself time by category (leaf frame), split by thread:")
-    for label, n in cats.most_common():
-        print(f"  {100 * n / total:5.1f}%  {label}")
-    print(f"\ntop {top} functions by self time:")
-    for f, n in self_t.most_common(top):
-        print(f"  {100 * n / total:5.1f}%  {f}")
-    print(f"\ntop {top} functions by inclusive time:")
-    boiler = (
-        "runpy",
-        "click/",
-        "multiprocessing/",
-        "granian/server/",
-        "granian/cli.py",
-        "threading.py",
-        "granian/__main__",
-    )
-    for f, n in [(f, n) for f, n in incl_t.most_common() if not any(b in f for b in boiler)][:top]:
-        print(f"  {100 * n / total:5.1f}%  {f}")
 
 
 if __name__ == "__main__":

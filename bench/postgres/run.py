@@ -37,17 +37,13 @@ Everything started is stopped and deleted at the end, also on an error, Ctrl-C o
 
 from __future__ import annotations
 
-import glob
-import http.client
 import json
 import os
 import platform
 import random
 import re
-import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -61,13 +57,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the harness package
+
+from harness import load as loads
+from harness.client import HOST, Client
+from harness.cpu import Meter, children_and_self, session_pids
+from harness.load import Load, median_load
+from harness.machine import first_line, git_state, loadavg
+from harness.pgbench import pgbench as run_pgbench
+from harness.pgbench import pgbench_binary as find_pgbench
+from harness.roost import RoostServer
+
 if TYPE_CHECKING:
     from postgres_server import PostgresServer
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 RESULTS = REPO / "bench" / "results"
-VENV_PY = os.environ.get("VENV_PY", str(REPO / ".venv/bin/python"))
 RECORDS = int(os.environ.get("RECORDS", 100_000))
 SEED_CLIENTS = int(os.environ.get("SEED_CLIENTS", 4))
 EXPLAIN_RUNS = int(os.environ.get("EXPLAIN_RUNS", 5))
@@ -79,7 +85,6 @@ THREADS = int(os.environ.get("THREADS", 2))
 WORKERS = int(os.environ.get("WORKERS", 1))
 POOL = WORKERS * int(os.environ.get("ROOST_POSTGRES_POOL_MAX", 10))
 """PostgreSQL connections Roost may open (workers x pool size; the setting's default is 10)."""
-HOST = "127.0.0.1"
 BATCH = 100  # the API's most operations per batch
 TAGS = 100  # owner_tag values t0 .. t99
 TAG = "t42"  # the tag of the EXPLAIN runs and the probes
@@ -90,10 +95,8 @@ PROBE_INDEX = "bench_order_probe"
 DATABASE = "roost"  # the database start_server() creates
 ADMIN_EMAIL = "bench@example.com"
 ADMIN_PASSWORD = "bench-password-not-secret"
-READY_TIMEOUT = 60.0
 INDEX_TIMEOUT = 120.0
 INDEX_FIELDS = ("owner_tag", "n")
-HZ = os.sysconf("SC_CLK_TCK")
 
 
 def log(message: str) -> None:
@@ -105,151 +108,6 @@ def list_path(tag: str) -> str:
     return f"/api/collections/{COLLECTION}/records?{query}"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-# --- processes and CPU -------------------------------------------------------------------
-
-
-def _stat(pid: int) -> list[str] | None:
-    """Fields of /proc/PID/stat from field 3 (state) on; None when the process is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2 :].split()
-
-
-def _pids(keep: Callable[[int, list[str]], bool]) -> list[int]:
-    found = []
-    for path in glob.glob("/proc/[0-9]*/stat"):
-        pid = int(Path(path).parent.name)
-        fields = _stat(pid)
-        if fields is not None and keep(pid, fields):
-            found.append(pid)
-    return found
-
-
-def ticks(pid: int) -> int | None:
-    fields = _stat(pid)
-    return None if fields is None else int(fields[11]) + int(fields[12])  # utime + stime
-
-
-def busy_ticks() -> int:
-    """CPU ticks the whole machine spent outside idle and iowait (/proc/stat)."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return sum(values) - values[3] - values[4]
-
-
-def session_pids(sid: int) -> list[int]:
-    return _pids(lambda _pid, fields: int(fields[3]) == sid)  # field 6: session id
-
-
-def children_and_self(parent: int | None) -> list[int]:
-    if parent is None:
-        return []
-    return [parent, *_pids(lambda _pid, fields: int(fields[1]) == parent)]  # field 4: ppid
-
-
-class Meter:
-    """CPU seconds per wall second (100% = one core) of Roost's processes, PostgreSQL's
-    processes, the load generator (a child of this process) and everything else on the
-    machine, over one run. Processes are sampled every SAMPLE_SECONDS, so PostgreSQL
-    backends that start and end during the run (pgbench's) count, but for at most
-    SAMPLE_SECONDS less than they lived."""
-
-    SAMPLE_SECONDS = 0.2
-
-    def __init__(self, groups: dict[str, Callable[[], list[int]]]) -> None:
-        self.groups = groups
-        self.base: dict[str, dict[int, int]] = {}
-        self.last: dict[str, dict[int, int]] = {name: {} for name in groups}
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._sample_until_done, daemon=True)
-
-    def _sample(self) -> None:
-        for name, find in self.groups.items():
-            for pid in find():
-                value = ticks(pid)
-                if value is not None:
-                    self.last[name][pid] = value
-
-    def _sample_until_done(self) -> None:
-        while not self.done.wait(self.SAMPLE_SECONDS):
-            self._sample()
-
-    def __enter__(self) -> Meter:
-        self._sample()
-        self.base = {name: dict(pids) for name, pids in self.last.items()}
-        self.busy = busy_ticks()
-        self.children = _child_seconds()
-        self.own = _own_seconds()
-        self.start = time.monotonic()
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.done.set()
-        self.thread.join()
-        self._sample()
-        self.seconds = time.monotonic() - self.start
-        self.busy = busy_ticks() - self.busy
-        self.children = _child_seconds() - self.children
-        self.own = _own_seconds() - self.own
-
-    def shares(self) -> dict[str, float]:
-        """Per cent of one core, per group, plus ``load`` (the waited-for children: wrk
-        or pgbench) and ``other`` (the rest of the machine: other users, this script)."""
-        used = {
-            name: sum(v - self.base[name].get(pid, 0) for pid, v in self.last[name].items()) / HZ
-            for name in self.groups
-        }
-        used["load"] = self.children
-        other = self.busy / HZ - sum(used.values()) - self.own
-        return {
-            **{k: 100 * v / self.seconds for k, v in used.items()},
-            "other": 100 * max(0.0, other) / self.seconds,
-        }
-
-
-def _child_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _own_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-# --- HTTP --------------------------------------------------------------------------------
-
-
-class Client:
-    """One keep-alive connection to Roost; JSON in, (status, JSON) out."""
-
-    def __init__(self, port: int, token: str = "") -> None:
-        self.conn = http.client.HTTPConnection(HOST, port, timeout=120)
-        self.token = token
-
-    def call(self, method: str, path: str, body: object = None) -> tuple[int, Any]:
-        headers = {"Content-Type": "application/json"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        data = json.dumps(body).encode() if body is not None else None
-        self.conn.request(method, path, body=data, headers=headers)
-        response = self.conn.getresponse()
-        raw = response.read()
-        return response.status, json.loads(raw) if raw else None
-
-    def close(self) -> None:
-        self.conn.close()
-
-
 # --- the fixture: PostgreSQL, Roost, the collection --------------------------------------
 
 
@@ -257,24 +115,28 @@ class Client:
 class Bench:
     folder: Path
     pg: PostgresServer
-    port: int = field(default_factory=free_port)
     token: str = ""
-    roost: subprocess.Popen[bytes] | None = None
+    server: RoostServer = field(init=False)
+    """``roost serve`` (``harness/roost.py``) on ``pg``, its data folder in ``folder``."""
+
+    def __post_init__(self) -> None:
+        self.server = RoostServer(self.folder, {"ROOST_DATABASE_URL": self.pg.url}, workers=WORKERS)
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def roost(self) -> subprocess.Popen[bytes] | None:
+        return self.server.process
 
     @property
     def data_dir(self) -> Path:
-        return self.folder / "data"
+        return self.server.data_dir
 
     @property
     def env(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "ROOST_DATABASE_URL": self.pg.url,
-            "ROOST_DATA_DIR": str(self.data_dir),
-            "ROOST_LOG_LEVEL": "warning",  # no access log line per request
-            "ROOST_CONFIG": str(self.folder / "no-roost.toml"),  # ignore any ./roost.toml
-            "ROOST_ACCESS_TOKEN_TTL_SECONDS": str(24 * 3600),  # outlives the run
-        }
+        return self.server.env
 
     def client(self) -> Client:
         return Client(self.port, self.token)
@@ -285,71 +147,13 @@ class Bench:
     # -- Roost ------------------------------------------------------------------------
 
     def roost_cli(self, *args: str, stdin: str = "") -> str:
-        done = subprocess.run(
-            [VENV_PY, "-m", "roost", *args, "--data-dir", str(self.data_dir)],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            env=self.env,
-            cwd=self.folder,
-            timeout=120,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"roost {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
-        return done.stdout
+        return self.server.cli(*args, stdin=stdin)
 
     def start_roost(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        server_log = self.folder / "roost.log"
-        with server_log.open("ab") as log_file:  # the child keeps its own copy
-            self.roost = subprocess.Popen(
-                [
-                    VENV_PY,
-                    "-m",
-                    "roost",
-                    "serve",
-                    "--host",
-                    HOST,
-                    "--port",
-                    str(self.port),
-                    "--workers",
-                    str(WORKERS),
-                    "--data-dir",
-                    str(self.data_dir),
-                ],
-                env=self.env,
-                cwd=self.folder,
-                stdout=subprocess.DEVNULL,
-                stderr=log_file,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.roost.poll() is not None:
-                raise RuntimeError(f"roost serve exited:\n{server_log.read_text()}")
-            try:
-                client = Client(self.port)
-                status, _ = client.call("GET", "/api/ready")
-                client.close()
-                if status == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"roost serve not ready in {READY_TIMEOUT:.0f} s")
+        self.server.start()
 
     def stop_roost(self) -> None:
-        if self.roost is None or self.roost.poll() is not None:
-            return
-        try:
-            os.killpg(self.roost.pid, signal.SIGTERM)
-            self.roost.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.roost.pid, signal.SIGKILL)
-            self.roost.wait(timeout=30)
-        except ProcessLookupError:
-            pass
+        self.server.stop()
 
     def sign_in(self) -> None:
         client = Client(self.port)
@@ -630,29 +434,6 @@ def explain_ordered_index(bench: Bench, literal_sql: str) -> dict[str, Explain]:
 # --- load: wrk and pgbench ---------------------------------------------------------------
 
 
-@dataclass
-class Load:
-    rps: float
-    p50: float
-    p99: float
-    requests: int
-    errors: int
-    cpu: dict[str, float]  # per cent of one core: roost, postgres, load, other
-    note: str = ""
-
-
-def median_load(runs: list[Load]) -> Load:
-    return Load(
-        rps=statistics.median(r.rps for r in runs),
-        p50=statistics.median(r.p50 for r in runs),
-        p99=statistics.median(r.p99 for r in runs),
-        requests=sum(r.requests for r in runs),
-        errors=sum(r.errors for r in runs),
-        cpu={key: statistics.median(r.cpu[key] for r in runs) for key in runs[0].cpu},
-        note="; ".join(r.note for r in runs if r.note),
-    )
-
-
 def meter(bench: Bench) -> Meter:
     sid = bench.roost.pid if bench.roost else -1
     return Meter(
@@ -661,12 +442,6 @@ def meter(bench: Bench) -> Meter:
             "postgres": lambda: children_and_self(bench.pg.pid),
         }
     )
-
-
-def to_ms(value: str) -> float:
-    found = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value)
-    assert found, value
-    return float(found.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[found.group(2)]
 
 
 def wrk_script(bench: Bench) -> Path:
@@ -686,40 +461,12 @@ def wrk_script(bench: Bench) -> Path:
 
 
 def wrk(bench: Bench, script: Path, seconds: int) -> Load:
-    cmd = ["wrk", f"-t{THREADS}", f"-c{CONNS}", f"-d{seconds}s", "--latency", "-s", str(script)]
-    with meter(bench) as cpu:
-        out = subprocess.run(
-            [*cmd, f"http://{HOST}:{bench.port}/"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=seconds + 60,
-        ).stdout
-
-    def find(pattern: str) -> str:
-        found = re.search(pattern, out)
-        assert found, (pattern, out)
-        return found.group(1)
-
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    sock = re.search(r"Socket errors: (.*)", out)
-    return Load(
-        rps=float(find(r"Requests/sec:\s+([\d.]+)")),
-        p50=to_ms(find(r"\s50%\s+(\S+)")),
-        p99=to_ms(find(r"\s99%\s+(\S+)")),
-        requests=int(find(r"(\d+) requests in")),
-        errors=int(non2xx.group(1)) if non2xx else 0,
-        cpu=cpu.shares(),
-        note=f"socket errors: {sock.group(1)}" if sock else "",
-    )
+    url = f"http://{HOST}:{bench.port}/"
+    return loads.wrk(url, seconds, meter(bench), script=script, threads=THREADS, conns=CONNS)
 
 
 def pgbench_binary(bench: Bench) -> str:
-    local = bench.pg.bindir / "pgbench"
-    found = str(local) if local.is_file() else shutil.which("pgbench")
-    if found is None:
-        raise RuntimeError("pgbench not found: apt-get install postgresql-contrib")
-    return found
+    return find_pgbench(bench.pg.bindir)
 
 
 def pgbench_script(bench: Bench, sql: str, params: dict[int, str]) -> tuple[Path, str]:
@@ -735,93 +482,26 @@ def pgbench_script(bench: Bench, sql: str, params: dict[int, str]) -> tuple[Path
 
 
 def pgbench(bench: Bench, script: Path, seconds: int, conns: int = CONNS) -> Load:
-    logs = Path(tempfile.mkdtemp(prefix="pgbench-", dir=bench.folder))
-    cmd = [
+    return run_pgbench(
         pgbench_binary(bench),
-        "-n",
-        "-M",
-        "prepared",
-        f"-c{conns}",
-        f"-j{min(THREADS, conns)}",
-        f"-T{seconds}",
-        "-l",
-        f"--log-prefix={logs / 'tx'}",
-        "-f",
-        str(script),
-        "-h",
-        HOST,
-        "-p",
-        str(bench.pg.port),
-        "-U",
-        "postgres",
-        DATABASE,
-    ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    with meter(bench) as cpu:
-        done = subprocess.run(
-            cmd, capture_output=True, text=True, env=env, cwd=logs, timeout=seconds + 60
-        )
-    out = done.stdout + done.stderr
-    tps = re.search(r"tps = ([\d.]+) \(without initial connection time\)", out)
-    if done.returncode != 0 or not tps:
-        raise RuntimeError(f"pgbench failed ({done.returncode}):\n{out}")
-    latencies = sorted(  # per transaction: client_id transaction_no time_us script_no ...
-        int(line.split()[2]) for path in logs.glob("tx*") for line in path.open()
-    )
-    failed = re.search(r"number of failed transactions: (\d+)", out)
-    shutil.rmtree(logs, ignore_errors=True)
-
-    def percentile(q: float) -> float:
-        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] / 1000
-
-    return Load(
-        rps=float(tps.group(1)),
-        p50=percentile(0.50),
-        p99=percentile(0.99),
-        requests=len(latencies),
-        errors=int(failed.group(1)) if failed else 0,
-        cpu=cpu.shares(),
-    )
-
-
-def show(name: str, result: Load) -> None:
-    bad = f" ERRORS={result.errors}" if result.errors else ""
-    cpu = " ".join(f"{k}={v:.0f}%" for k, v in result.cpu.items())
-    log(
-        f"  {name}: {result.rps:,.0f}/s p50={result.p50:.2f}ms p99={result.p99:.2f}ms"
-        f" cpu {cpu}{bad}"
+        port=bench.pg.port,
+        database=DATABASE,
+        workload=["-f", str(script)],
+        seconds=seconds,
+        conns=conns,
+        threads=THREADS,
+        meter=meter(bench),
+        folder=bench.folder,
     )
 
 
 def measure(runners: dict[str, Callable[[int], Load]]) -> dict[str, list[Load]]:
     """A WARMUP-second run of each, then REPEATS rounds of one DURATION-second run of each,
     interleaved so that whatever else the machine does weighs on all of them alike."""
-    for run in runners.values():
-        run(WARMUP)
-    runs: dict[str, list[Load]] = {name: [] for name in runners}
-    for _ in range(REPEATS):
-        for name, run in runners.items():
-            runs[name].append(run(DURATION))
-            show(name, runs[name][-1])
-    return runs
+    return loads.measure(runners, warmup=WARMUP, repeats=REPEATS, duration=DURATION)
 
 
 # --- report ------------------------------------------------------------------------------
-
-
-def first_line(cmd: list[str]) -> str:
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False)
-    except OSError:
-        return "?"
-    lines = (done.stdout + done.stderr).strip().splitlines()
-    return lines[0] if lines else "?"
-
-
-def git_state() -> str:
-    head = first_line(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
-    dirty = first_line(["git", "-C", str(REPO), "status", "--porcelain"]) != "?"
-    return f"{head}{' + uncommitted changes' if dirty else ''}"
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -900,10 +580,6 @@ def markdown(results: dict[str, Any]) -> str:
 
 def per_round(ours: list[Load], theirs: list[Load]) -> list[float]:
     return [a.rps / b.rps for a, b in zip(ours, theirs, strict=True)]
-
-
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def run(bench: Bench) -> dict[str, Any]:
