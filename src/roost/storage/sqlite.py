@@ -81,6 +81,21 @@ def _integrity_error(exc: sqlite3.IntegrityError) -> Exception:
     return StorageError(message)
 
 
+async def _enable_wal(conn: aiosqlite.Connection) -> None:
+    """Switch to WAL, retrying: the switch can report "locked" without waiting
+    on the busy handler while another process opens the same file."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            await conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or loop.time() > deadline:
+                raise StorageError(str(exc)) from exc
+            await asyncio.sleep(0.05)
+
+
 class SQLiteStorage(Storage):
     dialect = SQLiteDialect()
 
@@ -103,7 +118,7 @@ class SQLiteStorage(Storage):
         conn.row_factory = sqlite3.Row
         await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         if not self.in_memory:
-            await conn.execute("PRAGMA journal_mode = WAL")
+            await _enable_wal(conn)
         await conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         await conn.execute("PRAGMA foreign_keys = ON")
         for name, nargs, func in self.dialect.functions():
