@@ -101,6 +101,8 @@ class Settings(BaseSettings):
     password_time_cost: int = Field(default=3, ge=1, le=20)
     """argon2id iterations; with ``password_memory_kib``, the cost of a login."""
     password_memory_kib: int = Field(default=65536, ge=64, le=4 * 1024 * 1024)
+    password_parallelism: int = Field(default=4, ge=1, le=64)
+    """argon2id lanes; OWASP's minimum is m=19 MiB, t=2, p=1 (RFC 9106: 64 MiB, 3, 4)."""
     trusted_proxies: list[str] = []
     """Addresses or networks (CIDR) whose ``X-Forwarded-For`` names the client."""
     ratelimit_url: str = "memory://"

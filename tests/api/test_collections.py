@@ -10,7 +10,7 @@ from api.scenario import POSTS, Api, Scenario, ids
 from roost.auth.principal import ANONYMOUS
 from roost.query.parser import parse
 from roost.query.sql import compile_filter
-from roost.records.service import expression_context
+from roost.records.service import ExpressionContext
 from roost.storage.sqlite import SQLiteStorage
 
 COLLECTIONS = "/api/collections"
@@ -96,7 +96,10 @@ CREATE: list[Scenario] = [
             body={"name": name},
             fragments=({"errors": [{"field": "name"}]},),
         )
-        for name in ("Posts", "1posts", "_posts", "posts-x", "posts;drop", "", "a" * 62, "é")
+        for name in (
+            *("Posts", "1posts", "_posts", "posts-x", "posts;drop", "", "a" * 62, "é"),
+            *([None], ["users"], {"a": 1}, 3, None),  # not strings
+        )
     ],
     Scenario(
         "reserved name users",
@@ -517,7 +520,7 @@ checked on a large one in ``test_postgres_plans.py``."""
 
 async def _plan(api: Api, filter: str, order: str = "") -> str:
     storage = api.components.storage
-    where, params = compile_filter(parse(filter), storage.dialect, expression_context(ANONYMOUS))
+    where, params = compile_filter(parse(filter), storage.dialect, ExpressionContext(ANONYMOUS))
     async with storage.read() as conn:
         # EXPLAIN does not reload a schema another connection changed; a real query does.
         await conn.fetch_all('SELECT id FROM "r_posts" LIMIT 1')
@@ -557,7 +560,7 @@ async def test_an_undeclared_field_scans_and_a_dropped_index_is_gone(posts: Api)
     assert "SCAN" in await _plan(posts, "title = 'beta'")
     response = await posts.request("PATCH", f"{COLLECTIONS}/posts", body={"indexes": []})
     assert response.status_code == 200
-    assert await _index_sql(posts) == ['CREATE INDEX "owner_posts" ON "r_posts" (owner)']
+    assert await _index_sql(posts) == ['CREATE INDEX "owner_id_posts" ON "r_posts" (owner, id)']
     assert "SCAN" in await _plan(posts, "score = 2")
 
 
@@ -566,3 +569,25 @@ async def test_a_sort_on_an_indexed_field_uses_the_index(posts: Api) -> None:
     field = posts.components.storage.dialect.field_sql("score")
     plan = await _plan(posts, "score > 0", f"ORDER BY {field}, id")
     assert "USING INDEX ix_posts_" in plan, plan
+
+
+async def test_each_read_by_id_uses_the_definition_stored_now(api: Api) -> None:
+    """Definitions are parsed once per process and reused: a changed rule, a drop and a
+    re-create under the same name must still apply to the very next read."""
+    await api.create_collection({"name": "diary", "rules": {"view": "", "create": ""}})
+    record = await api.create_record("diary", {"text": "x"}, auth="user")
+    path = f"{COLLECTIONS}/diary/records/{record['id']}"
+    assert (await api.request("GET", path, auth="user")).status_code == 200
+
+    await api.request("PATCH", f"{COLLECTIONS}/diary", body={"rules": {"view": "owner = ''"}})
+    assert (await api.request("GET", path, auth="user")).status_code == 404
+    await api.request("PATCH", f"{COLLECTIONS}/diary", body={"rules": {"view": ""}})
+    assert (await api.request("GET", path, auth="user")).status_code == 200
+
+    assert (await api.request("DELETE", f"{COLLECTIONS}/diary")).status_code == 204
+    dropped = await api.request("GET", path, auth="user")
+    assert dropped.status_code == 404 and "collection 'diary'" in dropped.json()["detail"]
+    await api.create_collection({"name": "diary", "rules": {"create": ""}})
+    again = await api.create_record("diary", {"text": "y"}, auth="user")
+    path = f"{COLLECTIONS}/diary/records/{again['id']}"
+    assert (await api.request("GET", path, auth="user")).status_code == 403

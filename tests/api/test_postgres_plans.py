@@ -16,7 +16,7 @@ from roost.auth.principal import ANONYMOUS
 from roost.query.parser import parse
 from roost.query.sort import keyset_sql, parse_sort, with_tiebreaker
 from roost.query.sql import compile_filter
-from roost.records.service import expression_context, page_sql
+from roost.records.service import ExpressionContext, page_sql
 from roost.storage.postgres import PostgresStorage
 
 pytestmark = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
@@ -53,7 +53,7 @@ async def explain(api: Api, filter: str | None, sort: str, after: list[Any] | No
     keys = with_tiebreaker(parse_sort(sort))
     clauses = []
     if filter is not None:
-        clauses.append(compile_filter(parse(filter), dialect, expression_context(ANONYMOUS)))
+        clauses.append(compile_filter(parse(filter), dialect, ExpressionContext(ANONYMOUS)))
     if after is not None:
         clauses.append(keyset_sql(keys, after, dialect))
     sql, params = page_sql("items", keys, clauses, 21, dialect)

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from conftest import make_settings
-from roost.storage.base import IndexSpec, Storage, UniqueViolation, open_storage, table_name
+from roost.storage.base import (
+    IndexSpec,
+    MissingTable,
+    Storage,
+    StorageError,
+    UniqueViolation,
+    open_storage,
+    table_name,
+)
 from roost.storage.migrations import postgres as postgres_migrations
 from roost.storage.migrations import sqlite as sqlite_migrations
+from roost.storage.sqlite import Budget, InlineConnection, SQLiteStorage
 
 NOW = "2026-01-01T00:00:00.000Z"
 BACKENDS = ["sqlite-file", "sqlite-memory", "postgres"]
@@ -155,6 +166,134 @@ async def test_dropping_a_collection_drops_its_rows_and_changes(storage: Storage
     await define(storage, "posts")
     async with storage.read() as conn:
         assert await conn.fetch_all("SELECT id FROM r_posts") == []
+
+
+async def test_a_failing_block_rolls_back_alone_among_concurrent_ones(storage: Storage) -> None:
+    await define(storage, "posts")
+
+    async def block(record_id: str, fail: bool) -> None:
+        async with storage.write() as conn:
+            await conn.execute(
+                f"INSERT INTO {table_name('posts')} (id, owner, created, updated, version,"
+                " data) VALUES (?, NULL, ?, ?, 1, '{}')",
+                (record_id, NOW, NOW),
+            )
+            await storage.append_change(conn, "posts", record_id, "create", 1, None, NOW)
+            if fail:
+                raise LookupError(record_id)
+
+    ids = [f"r{n:02}" for n in range(20)]
+    outcomes = await asyncio.gather(
+        *(block(record_id, n % 3 == 1) for n, record_id in enumerate(ids)),
+        return_exceptions=True,
+    )
+    failed = [record_id for n, record_id in enumerate(ids) if n % 3 == 1]
+    assert [repr(o) for o in outcomes if o is not None] == [repr(LookupError(i)) for i in failed]
+    async with storage.read() as conn:
+        rows = await conn.fetch_all(f"SELECT id FROM {table_name('posts')} ORDER BY id")
+    kept = sorted(set(ids) - set(failed))
+    assert [row["id"] for row in rows] == kept
+    assert sorted(c.record_id for c in await storage.changes_since(0, None, 100)) == kept
+
+
+async def test_a_failed_group_commit_fails_every_block_in_it(tmp_path: Path) -> None:
+    """SQLite commits the blocks queued together at once; when that commit fails (here a
+    deferred foreign key), no block of the group is acknowledged and none is kept."""
+    storage = open_storage(make_settings(tmp_path))
+    await storage.open()
+    try:
+        async with storage.write() as conn:
+            await conn.execute("CREATE TABLE parent (id TEXT PRIMARY KEY)")
+            await conn.execute(
+                "CREATE TABLE child (id TEXT PRIMARY KEY, parent TEXT REFERENCES parent (id)"
+                " DEFERRABLE INITIALLY DEFERRED)"
+            )
+
+        async def insert_child(child: str, parent: str) -> None:
+            async with storage.write() as conn:
+                await conn.execute("INSERT INTO child VALUES (?, ?)", (child, parent))
+
+        async with storage.write() as conn:
+            await conn.execute("INSERT INTO parent VALUES ('p')")
+        outcomes = await asyncio.gather(
+            insert_child("good", "p"), insert_child("orphan", "nobody"), return_exceptions=True
+        )
+        assert [type(outcome) for outcome in outcomes] == [StorageError, StorageError]
+        await insert_child("after", "p")  # the next group is fine
+        async with storage.read() as conn:
+            assert await conn.fetch_all("SELECT id FROM child") == [{"id": "after"}]
+    finally:
+        await storage.aclose()
+
+
+async def test_reads_see_commits_and_name_missing_tables(storage: Storage) -> None:
+    await define(storage, "posts")
+    query = f"SELECT id, data FROM {table_name('posts')} WHERE id = ?"
+    async with storage.read(replica=True) as conn:
+        assert await conn.fetch_one(query, ("a",)) is None
+    await insert(storage, "posts", "a", '{"n": 1}')
+    async with storage.read(replica=True) as conn:
+        assert await conn.fetch_one(query, ("a",)) == {"id": "a", "data": '{"n": 1}'}
+    async with storage.write() as conn:
+        await storage.drop_collection(conn, "posts")
+    async with storage.read() as conn:
+        with pytest.raises(MissingTable):
+            await conn.fetch_one(query, ("a",))
+
+
+async def test_a_long_sqlite_read_leaves_the_event_loop(tmp_path: Path) -> None:
+    """Reads start on the event loop; one that outlasts its budget finishes on a reader
+    thread while the loop goes on serving others."""
+    storage = open_storage(make_settings(tmp_path))
+    await storage.open()
+    gaps: list[float] = []
+
+    async def tick() -> None:
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    ticker = asyncio.create_task(tick())
+    try:
+        async with storage.read() as conn:
+            row = await conn.fetch_one(
+                "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c"
+                " WHERE n < 2000000) SELECT count(*) AS n FROM c"
+            )
+        assert row == {"n": 2_000_000}
+        assert len(gaps) >= 5 and max(gaps) < 0.2, (len(gaps), max(gaps))
+    finally:
+        ticker.cancel()
+        await storage.aclose()
+
+
+async def test_a_sqlite_read_that_finds_a_lock_goes_to_a_reader_thread(tmp_path: Path) -> None:
+    """The event loop's connection never waits for a lock (busy timeout 0): SQLite's
+    "locked" sends the query to its fallback (the storage's reader threads). WAL readers
+    of one file never see it while the storage is open, so here that connection is on
+    another file, locked."""
+    storage = open_storage(make_settings(tmp_path))
+    await storage.open()
+    locker = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
+    try:
+        await define(storage, "posts")
+        await insert(storage, "posts", "a")
+        locker.execute("BEGIN EXCLUSIVE")
+        inline = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
+        inline.execute("PRAGMA busy_timeout = 0")
+        assert isinstance(storage, SQLiteStorage)
+        budget = Budget()
+        inline.set_progress_handler(budget, 1000)
+        conn = InlineConnection(inline, budget, storage.read)
+        query = "SELECT id FROM r_posts WHERE id = 'a'"
+        assert await asyncio.wait_for(conn.fetch_one(query), 1) == {"id": "a"}
+        inline.close()
+    finally:
+        locker.close()
+        await storage.aclose()
 
 
 @pytest.mark.parametrize("backend", ["sqlite-file", "postgres"])

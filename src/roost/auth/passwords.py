@@ -32,8 +32,10 @@ def hashing_slots() -> int:
 class Passwords:
     """argon2id at the configured cost; hashes made at another cost are redone on login."""
 
-    def __init__(self, time_cost: int, memory_kib: int) -> None:
-        self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib)
+    def __init__(self, time_cost: int, memory_kib: int, parallelism: int) -> None:
+        self._hasher = PasswordHasher(
+            time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism
+        )
         self._dummy = self._hasher.hash("roost-dummy-password-for-timing")
         self._slots: anyio.CapacityLimiter | None = None
 

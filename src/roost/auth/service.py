@@ -88,7 +88,9 @@ class Accounts:
         self._records = records
         self._tokens = tokens
         self._settings = settings
-        self.passwords = Passwords(settings.password_time_cost, settings.password_memory_kib)
+        self.passwords = Passwords(
+            settings.password_time_cost, settings.password_memory_kib, settings.password_parallelism
+        )
 
     # sign-in
 

@@ -22,7 +22,6 @@ import os
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Annotated, Any, Literal
@@ -58,12 +57,6 @@ PAGE_ROWS = 500
 """Rows read per query while exporting: memory stays flat whatever the database holds."""
 BATCH_ROWS = 100
 """Records per INSERT while importing (600 parameters: under every backend's limit)."""
-SNAPSHOT = {
-    "sqlite": "BEGIN",
-    "postgresql": "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-    "postgres": "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-}
-"""How each backend starts a read transaction whose every query sees the same moment."""
 TIMESTAMP = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"
 """Record timestamps as Roost writes them (fixed width, so text order is time order)."""
 
@@ -202,7 +195,7 @@ COUNTED = ("collection", "record", *(table.kind for table in TABLES))
 # --- export ---------------------------------------------------------------------------
 
 
-async def export_to(storage: Storage, snapshot: str, out: IO[bytes]) -> Counter[str]:
+async def export_to(storage: Storage, out: IO[bytes]) -> Counter[str]:
     """Write the whole database to ``out`` as one snapshot; return how many of each line."""
     counts: Counter[str] = Counter()
 
@@ -210,7 +203,7 @@ async def export_to(storage: Storage, snapshot: str, out: IO[bytes]) -> Counter[
         out.write(line.model_dump_json().encode() + b"\n")
 
     emit(Header.model_construct(exported_at=now_iso()))
-    async with _snapshot(storage, snapshot) as conn:
+    async with storage.snapshot() as conn:
         rows = await conn.fetch_all("SELECT * FROM _collections")
         rows.sort(key=lambda row: str(row["name"]))  # not the database's collation
         for row in rows:
@@ -236,18 +229,6 @@ async def export_to(storage: Storage, snapshot: str, out: IO[bytes]) -> Counter[
                 counts[table.kind] += len(page)
     emit(EndLine.model_construct(counts={kind: counts[kind] for kind in COUNTED}))
     return counts
-
-
-@asynccontextmanager
-async def _snapshot(storage: Storage, begin: str) -> AsyncIterator[Connection]:
-    """A read connection in a transaction, so records, users and their credentials all come
-    from one moment even while a server keeps writing."""
-    async with storage.read() as conn:
-        await conn.execute(begin)
-        try:
-            yield conn
-        finally:
-            await conn.execute("ROLLBACK")  # it only read
 
 
 async def _pages(
@@ -472,7 +453,7 @@ async def _export(settings: Settings, out: IO[bytes]) -> Counter[str]:
     storage = open_storage(settings)
     try:
         await storage.open()
-        return await export_to(storage, SNAPSHOT[_scheme(settings)], out)
+        return await export_to(storage, out)
     finally:
         await storage.aclose()
 

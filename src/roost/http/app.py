@@ -7,11 +7,10 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.gzip import GZipMiddleware
 
 from roost.components import open_components
 from roost.http.client import TrustedProxies
-from roost.http.middleware import BodyLimit, Cors, ReadYourWrites, RequestId
+from roost.http.middleware import BodyLimit, Compress, Cors, ReadYourWrites, RequestId
 from roost.http.problems import EXCEPTION_HANDLERS
 from roost.http.routes import ROUTES
 from roost.settings import Settings
@@ -48,7 +47,7 @@ def create_app(settings: Settings) -> Starlette:
             )
         )
     middleware += [
-        Middleware(GZipMiddleware, minimum_size=settings.gzip_min_bytes),
+        Middleware(Compress, minimum_size=settings.gzip_min_bytes, compresslevel=6),
         Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
     ]
     if settings.database_replica_urls:

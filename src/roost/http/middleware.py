@@ -1,14 +1,16 @@
-"""Pure ASGI middleware: request id, body size limit, access log, read-your-writes."""
+"""Pure ASGI middleware: request id, access log, gzip, CORS, body size limit,
+read-your-writes."""
 
 from __future__ import annotations
 
 import re
+import secrets
 import time
-import uuid
 
 import structlog
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -43,7 +45,7 @@ class RequestId:
             if name == REQUEST_ID_HEADER and _VALID_REQUEST_ID.match(value):
                 request_id = value
         if not request_id:
-            request_id = uuid.uuid4().hex.encode()
+            request_id = secrets.token_hex(16).encode()
         started = time.perf_counter()
         status = 0
 
@@ -67,6 +69,18 @@ class RequestId:
                     ms=round((time.perf_counter() - started) * 1000, 2),
                 )
             REQUEST_ID.reset(token)
+
+
+class Compress(GZipMiddleware):
+    """Starlette's gzip, out of the way of a client that does not accept it."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"accept-encoding" and b"gzip" in value.lower():
+                    await super().__call__(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
 
 
 class Cors(CORSMiddleware):

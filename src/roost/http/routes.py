@@ -17,7 +17,12 @@ from roost.http.endpoints import (
 
 RECORD = "/api/collections/{name}/records/{id}"
 
-ROUTES = [
+ROUTES = [  # the record routes first: Starlette tries routes in order
+    Route(RECORD, records.get_record, methods=["GET"]),
+    Route("/api/collections/{name}/records", records.list_records, methods=["GET"]),
+    Route("/api/collections/{name}/records", records.create_record, methods=["POST"]),
+    Route(RECORD, records.update_record, methods=["PATCH"]),
+    Route(RECORD, records.delete_record, methods=["DELETE"]),
     Route("/api/health", health.health, methods=["GET"]),
     Route("/api/ready", health.ready, methods=["GET"]),
     Route("/api/openapi.json", openapi.openapi, methods=["GET"]),
@@ -26,11 +31,6 @@ ROUTES = [
     Route("/api/collections/{name}", collections.get_collection, methods=["GET"]),
     Route("/api/collections/{name}", collections.update_collection, methods=["PATCH"]),
     Route("/api/collections/{name}", collections.delete_collection, methods=["DELETE"]),
-    Route("/api/collections/{name}/records", records.list_records, methods=["GET"]),
-    Route("/api/collections/{name}/records", records.create_record, methods=["POST"]),
-    Route(RECORD, records.get_record, methods=["GET"]),
-    Route(RECORD, records.update_record, methods=["PATCH"]),
-    Route(RECORD, records.delete_record, methods=["DELETE"]),
     Route("/api/batch", batch.batch, methods=["POST"]),
     Route("/api/users", users.list_users, methods=["GET"]),
     Route("/api/users/{id}", users.get_user, methods=["GET"]),

@@ -26,6 +26,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, TypeAlias
 from typing import Literal as TypingLiteral
 
@@ -273,6 +274,48 @@ def compile_filter(
     params = Params()
     compiler = _Compiler(dialect, params, context if context is not None else {})
     return params.finish(finish_fragment(compiler.compile(expr), dialect), dialect)
+
+
+PER_REQUEST = frozenset({"now", "request.data"})
+"""Context values that differ on nearly every request: a filter reading one is compiled
+each time."""
+
+
+def compile_filter_cached(
+    expr: Expr, dialect: Dialect, context: Mapping[str, JSON]
+) -> tuple[str, list[object]]:
+    """:func:`compile_filter`, remembered per expression, dialect and the context values
+    it reads (``@auth.id``, ...): the same rule for the same caller compiles once."""
+    names = context_names(expr)
+    if PER_REQUEST.intersection(names):
+        return compile_filter(expr, dialect, context)
+    sql, params = _compiled(expr, dialect, names, tuple(context.get(name) for name in names))
+    return sql, list(params)
+
+
+@lru_cache(maxsize=4096)
+def _compiled(
+    expr: Expr, dialect: Dialect, names: tuple[str, ...], values: tuple[JSON, ...]
+) -> tuple[str, tuple[object, ...]]:
+    sql, params = compile_filter(expr, dialect, dict(zip(names, values, strict=True)))
+    return sql, tuple(params)
+
+
+@lru_cache(maxsize=4096)
+def context_names(expr: Expr) -> tuple[str, ...]:
+    """The context values ``expr`` reads, sorted."""
+    found: set[str] = set()
+    stack: list[Expr] = [expr]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, And | Or):
+            stack.extend(item.terms)
+        elif isinstance(item, Not):
+            stack.append(item.operand)
+        else:
+            right = item.right.items if isinstance(item.right, ListValue) else (item.right,)
+            found.update(op.name for op in (item.left, *right) if isinstance(op, ContextRef))
+    return tuple(sorted(found))
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Annotated, Any
 
 import orjson
@@ -13,7 +13,7 @@ from roost.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from roost.query.errors import ExpressionError
 from roost.query.parser import parse, parse_path
 from roost.records.fields import FIELD_NAME, SYSTEM_FIELDS, FieldSpec, now_iso
-from roost.storage.base import Connection, IndexSpec, Storage, UniqueViolation
+from roost.storage.base import Connection, IndexSpec, Row, Storage, UniqueViolation
 from roost.types import JSONObject
 
 COLLECTION_NAME = re.compile(r"^[a-z][a-z0-9_]{0,60}$")
@@ -97,6 +97,11 @@ class CollectionDef(BaseModel):
                 raise ValueError(f"{name[:80]!r} is not a valid field name")
         return fields
 
+    @cached_property
+    def hidden_fields(self) -> frozenset[str]:
+        """Fields only admins and the record's owner see."""
+        return frozenset(name for name, spec in self.fields.items() if spec.hidden)
+
     def index_specs(self) -> list[IndexSpec]:
         unique = {(tuple(i.fields), i.unique) for i in self.indexes}
         return [IndexSpec(fields, flag) for fields, flag in sorted(unique)]
@@ -157,7 +162,7 @@ def with_builtin_parts(definition: CollectionDef) -> CollectionDef:
 
 def parse_definition(body: Any) -> CollectionDef:
     """Validate a definition from a request body; errors name the offending field."""
-    if isinstance(body, dict) and body.get("name") in BUILTIN:
+    if isinstance(body, dict) and isinstance(body.get("name"), str) and body["name"] in BUILTIN:
         raise ValidationFailed(
             f"{body['name']!r} is a built-in collection",
             [{"field": "name", "message": "reserved for a built-in collection"}],
@@ -179,10 +184,22 @@ def _validated(body: Any) -> CollectionDef:
         raise ValidationFailed(errors[0]["message"], errors) from None
 
 
+JOINED_COLUMNS = (
+    "c.definition AS _definition, c.created AS _collection_created,"
+    " c.updated AS _collection_updated, c.version AS _collection_version"
+)
+"""Select these from ``_collections c`` joined to a query, then give its row to
+``from_joined``: the collection comes with the rows in one round trip."""
+
+
+def missing(name: str) -> NotFound:
+    return NotFound(f"collection {name[:80]!r} does not exist")
+
+
 def valid_name(name: str) -> str:
     """``name`` if it can name a collection, else NotFound (no such collection can exist)."""
     if not COLLECTION_NAME.match(name):
-        raise NotFound(f"collection {name[:80]!r} does not exist")
+        raise missing(name)
     return name
 
 
@@ -192,19 +209,30 @@ async def load(conn: Connection, name: str) -> Collection:
         (valid_name(name),),
     )
     if row is None:
-        raise NotFound(f"collection {name!r} does not exist")
-    return Collection(
-        definition=_parsed(row["definition"]),
-        created=row["created"],
-        updated=row["updated"],
-        version=row["version"],
+        raise missing(name)
+    return _collection(row["definition"], row["created"], row["updated"], row["version"])
+
+
+def from_joined(row: Row) -> Collection:
+    """The collection selected with ``JOINED_COLUMNS``."""
+    return _collection(
+        row["_definition"],
+        row["_collection_created"],
+        row["_collection_updated"],
+        row["_collection_version"],
     )
 
 
 @lru_cache(maxsize=1024)
-def _parsed(stored: str) -> CollectionDef:
-    """A stored definition, parsed once per process (definitions are immutable values)."""
-    return CollectionDef.model_validate_json(stored)
+def _collection(stored: str, created: str, updated: str, version: int) -> Collection:
+    """A stored definition, parsed once per process: a stored row is an immutable value,
+    and any change to it (or a drop and re-create) is a different row."""
+    return Collection(
+        definition=CollectionDef.model_validate_json(stored),
+        created=created,
+        updated=updated,
+        version=version,
+    )
 
 
 class Collections:

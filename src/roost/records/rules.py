@@ -18,7 +18,7 @@ from roost.errors import Forbidden, InvalidFilter, NotFound, Unauthorized
 from roost.query.ast import And, Compare, Expr, ListValue, Not, Or, Path
 from roost.query.evaluate import evaluate
 from roost.query.parser import parse
-from roost.query.sql import Dialect, compile_filter
+from roost.query.sql import Dialect, compile_filter_cached
 from roost.records.collections import Collection
 from roost.types import JSON, JSONObject
 
@@ -51,7 +51,7 @@ def list_clause(
 ) -> tuple[str, list[object]] | None:
     """The WHERE fragment that keeps only rows the caller may list (None: every row)."""
     rule = _rule(collection, "list", principal)
-    return None if rule is None else compile_filter(parsed(rule), dialect, context)
+    return None if rule is None else compile_filter_cached(parsed(rule), dialect, context)
 
 
 def check(
@@ -75,17 +75,13 @@ def check(
     raise Forbidden(f"the {action} rule of {name!r} does not allow this")
 
 
-def hidden_fields(collection: Collection) -> frozenset[str]:
-    return frozenset(n for n, spec in collection.definition.fields.items() if spec.hidden)
-
-
 def sees_hidden(principal: Principal, record: Mapping[str, Any]) -> bool:
     return principal.is_admin or (principal.id is not None and record.get("owner") == principal.id)
 
 
 def strip_hidden(collection: Collection, principal: Principal, record: JSONObject) -> JSONObject:
     """``record`` without the hidden fields the caller may not see."""
-    hidden = hidden_fields(collection)
+    hidden = collection.definition.hidden_fields
     if not hidden or sees_hidden(principal, record):
         return record
     return {key: value for key, value in record.items() if key not in hidden}
@@ -95,7 +91,7 @@ def refuse_hidden_paths(
     collection: Collection, principal: Principal, paths: Sequence[Path]
 ) -> None:
     """Non-admins may not filter or sort on hidden fields: that would reveal their values."""
-    hidden = hidden_fields(collection)
+    hidden = collection.definition.hidden_fields
     if not hidden or principal.is_admin:
         return
     for path in paths:

@@ -7,8 +7,9 @@ key's result when the request carries one. It is acknowledged only after the com
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
 import orjson
@@ -26,6 +27,7 @@ from roost.errors import (
     ValidationFailed,
 )
 from roost.ids import is_uuid7, new_id
+from roost.query.ast import CONTEXT_NAMES
 from roost.query.errors import ExpressionError
 from roost.query.fields import parse_fields, project
 from roost.query.limits import DEFAULT_LIMIT, MAX_LIMIT
@@ -38,7 +40,7 @@ from roost.query.sort import (
     sort_values_sql,
     with_tiebreaker,
 )
-from roost.query.sql import Dialect, compile_filter
+from roost.query.sql import Dialect, compile_filter_cached
 from roost.records import collections, idempotency
 from roost.records.collections import USER_FIELDS, USERS, Collection
 from roost.records.cursor import PageCursors
@@ -46,10 +48,21 @@ from roost.records.fields import check_names, load_data, merge_patch, now_iso, v
 from roost.records.idempotency import IdempotentRequest, Outcome
 from roost.records.rules import check, list_clause, paths_of, refuse_hidden_paths, strip_hidden
 from roost.settings import Settings
-from roost.storage.base import Connection, Row, Storage, UniqueViolation, table_name
+from roost.storage.base import (
+    Connection,
+    MissingTable,
+    Row,
+    Storage,
+    UniqueViolation,
+    table_name,
+)
 from roost.types import JSON, JSONObject
 
 COLUMNS = "id, owner, created, updated, version, data"
+JOINED_COLUMNS = (
+    f"{', '.join(f'r.{column}' for column in COLUMNS.split(', '))}, {collections.JOINED_COLUMNS}"
+)
+"""A record ``r`` and its collection ``c``."""
 DEFAULT_SORT = "id"
 MAX_BATCH_OPERATIONS = 100
 
@@ -92,14 +105,30 @@ def checked_id(record_id: JSON) -> str:
     return record_id.lower()
 
 
-def expression_context(principal: Principal, data: JSONObject | None = None) -> dict[str, JSON]:
-    return {
-        "auth.id": principal.id,
-        "auth.role": principal.role,
-        "auth.verified": principal.verified,
-        "now": now_iso(),
-        "request.data": data or {},
-    }
+class ExpressionContext(Mapping[str, JSON]):
+    """What rules and filters read as ``@auth.*``, ``@request.data`` and ``@now``; the
+    clock is read once, when an expression first asks for ``@now``."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, principal: Principal, data: JSONObject | None = None) -> None:
+        self._values: dict[str, JSON] = {
+            "auth.id": principal.id,
+            "auth.role": principal.role,
+            "auth.verified": principal.verified,
+            "request.data": data or {},
+        }
+
+    def __getitem__(self, key: str) -> JSON:
+        if key == "now" and key not in self._values:
+            self._values[key] = now_iso()
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(CONTEXT_NAMES)
+
+    def __len__(self) -> int:
+        return len(CONTEXT_NAMES)
 
 
 class Records:
@@ -113,11 +142,21 @@ class Records:
 
     async def get(self, name: str, record_id: str, principal: Principal) -> JSONObject:
         record_id = checked_id(record_id)
+        table = table_name(collections.valid_name(name))
         async with self._storage.read(replica=True) as conn:
-            collection = await collections.load(conn, name)
-            row = await _fetch(conn, name, record_id)
+            try:
+                row = await conn.fetch_one(
+                    f"SELECT {JOINED_COLUMNS} FROM {table} r JOIN _collections c"
+                    " ON c.name = ? WHERE r.id = ?",
+                    (name, record_id),
+                )
+            except MissingTable:
+                raise collections.missing(name) from None
+        if row is None:
+            raise NotFound(f"record {record_id} does not exist in {name!r}")
+        collection = collections.from_joined(row)
         record = to_public(row)
-        check(collection, "view", principal, record, expression_context(principal))
+        check(collection, "view", principal, record, ExpressionContext(principal))
         return strip_hidden(collection, principal, record)
 
     async def query(
@@ -132,10 +171,10 @@ class Records:
         fields: str | None = None,
     ) -> Page:
         dialect = self._storage.dialect
-        context = expression_context(principal)
+        context = ExpressionContext(principal)
         try:
             keys = with_tiebreaker(parse_sort(sort or DEFAULT_SORT))
-            expression = parse(filter) if filter else None
+            expression = _parsed_filter(filter) if filter else None
             projection = parse_fields(fields) if fields else None
         except ExpressionError as exc:
             raise InvalidFilter(str(exc), position=exc.position) from None
@@ -148,21 +187,23 @@ class Records:
         last = self._cursors.decode(scope, cursor) if cursor else None
         if last is not None and len(last) != len(keys):
             raise InvalidCursor("the cursor does not fit this sort order")
-        async with self._storage.read(replica=True) as conn:
-            collection = await collections.load(conn, name)
-            read_paths = [key.path for key in keys]
-            if expression is not None:
-                read_paths += paths_of(expression)
-            refuse_hidden_paths(collection, principal, read_paths)
-            clauses = [list_clause(collection, principal, dialect, context)]
-            if expression is not None:
-                clauses.append(compile_filter(expression, dialect, context))
-            if last is not None:
-                clauses.append(keyset_sql(keys, last, dialect))
-            sql, params = page_sql(
-                name, keys, [c for c in clauses if c is not None], limit + 1, dialect
-            )
-            rows = await conn.fetch_all(sql, params)
+        try:
+            async with self._storage.read(replica=True) as conn:
+                collection = await collections.load(conn, name)
+                read_paths = [key.path for key in keys]
+                if expression is not None:
+                    read_paths += paths_of(expression)
+                refuse_hidden_paths(collection, principal, read_paths)
+                clauses = [list_clause(collection, principal, dialect, context)]
+                if expression is not None:
+                    clauses.append(compile_filter_cached(expression, dialect, context))
+                if last is not None:
+                    clauses.append(keyset_sql(keys, last, dialect))
+                where = [c for c in clauses if c is not None]
+                sql, params = page_sql(name, keys, where, limit + 1, dialect)
+                rows = await conn.fetch_all(sql, params)
+        except MissingTable:  # dropped since its definition was read
+            raise collections.missing(name) from None
         more = len(rows) > limit
         rows = rows[:limit]
         next_cursor = None
@@ -220,7 +261,7 @@ class Records:
                 _refuse_account_fields(data)
             elif isinstance(data.get("email"), str):  # sign-in looks addresses up lowercased
                 data = {**data, "email": data["email"].strip().lower()}
-        context = expression_context(principal, data)
+        context = ExpressionContext(principal, data)
         if op.action == "create":
             return await self._create(conn, collection, data, principal, context)
         assert op.id is not None
@@ -242,7 +283,7 @@ class Records:
         collection: Collection,
         body: JSONObject,
         principal: Principal,
-        context: dict[str, JSON],
+        context: Mapping[str, JSON],
     ) -> Outcome:
         data = dict(body)
         record_id = checked_id(data.pop("id")) if "id" in data else new_id()
@@ -362,6 +403,10 @@ async def _fetch(conn: Connection, name: str, record_id: str, lock: bool = False
     if row is None:
         raise NotFound(f"record {record_id} does not exist in {name!r}")
     return row
+
+
+_parsed_filter = lru_cache(maxsize=1024)(parse)
+"""Clients repeat their filters; syntax trees are immutable."""
 
 
 def _check_names(data: JSONObject, *, creating: bool, admin: bool) -> None:

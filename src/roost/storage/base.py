@@ -27,6 +27,10 @@ class StorageError(Exception):
     """A failure of the database itself (connection lost, disk full, busy too long)."""
 
 
+class MissingTable(StorageError):
+    """A statement named a table that does not exist (a collection dropped meanwhile)."""
+
+
 class UniqueViolation(StorageError):
     """A write broke a unique index; ``index`` names it when the backend says which."""
 
@@ -122,6 +126,11 @@ class Storage(ABC):
         ``replica``: the caller can be served by a read replica, if the backend has one that
         has replayed past ``CONSISTENCY``'s positions and lags within its bound.
         """
+
+    @abstractmethod
+    def snapshot(self) -> AbstractAsyncContextManager[Connection]:
+        """A connection of its own in one read transaction on the primary: every query
+        sees the same moment, however long the block takes (an export)."""
 
     @abstractmethod
     def write(self) -> AbstractAsyncContextManager[Connection]:

@@ -52,6 +52,7 @@ from roost.storage.base import (
     Connection,
     Consistency,
     IndexSpec,
+    MissingTable,
     Op,
     Row,
     Storage,
@@ -104,8 +105,9 @@ FAILURES: tuple[type[BaseException], ...] = (
     asyncpg.TransactionRollbackError,  # deadlock, serialization failure
     asyncpg.LockNotAvailableError,
     asyncpg.IntegrityConstraintViolationError,
+    asyncpg.UndefinedTableError,  # a collection dropped since the caller looked it up
 )
-"""Errors of the database itself (not of the SQL): they become ``StorageError``."""
+"""Errors of the database itself, not of Roost's SQL: they become ``StorageError``."""
 
 UNSTAMPED = (
     "SELECT EXISTS (SELECT 1 FROM _changes WHERE position IS NULL"
@@ -230,6 +232,8 @@ def _rowcount(status: str) -> int:
 def _fail(exc: BaseException) -> NoReturn:
     if isinstance(exc, asyncpg.UniqueViolationError):
         raise UniqueViolation(str(exc), getattr(exc, "constraint_name", None)) from exc
+    if isinstance(exc, asyncpg.UndefinedTableError):
+        raise MissingTable(str(exc)) from exc
     raise StorageError(str(exc) or type(exc).__name__) from exc
 
 
@@ -238,6 +242,12 @@ def _stuck(exc: BaseException) -> bool:
     cancelled: it timed out or was cancelled (a frozen server answers neither)."""
     cause = exc.__cause__ if isinstance(exc, StorageError) else exc
     return isinstance(cause, TimeoutError | asyncio.CancelledError)
+
+
+async def _keep_session(raw: asyncpg.Connection) -> None:
+    """A pool's reset on release. asyncpg has already rolled back an open transaction;
+    Roost's connections change no other session state (``build_indexes`` closes the one
+    that does), so its reset query, a round trip per release, is skipped."""
 
 
 def _drop(raw: asyncpg.Connection) -> None:
@@ -303,6 +313,7 @@ class PostgresStorage(Storage):
                     "application_name": "roost",
                     "statement_timeout": str(self._statement_timeout_ms),
                 },
+                reset=_keep_session,
             )
         except FAILURES as exc:
             _fail(exc)
@@ -334,6 +345,7 @@ class PostgresStorage(Storage):
                     "application_name": "roost",
                     "statement_timeout": str(self._statement_timeout_ms),
                 },
+                reset=_keep_session,
             )
             for url in self._replica_urls
         ]
@@ -368,8 +380,10 @@ class PostgresStorage(Storage):
                 pass  # and the block's own outcome (result or error) stands
 
     @asynccontextmanager
-    async def _transaction(self, raw: asyncpg.Connection) -> AsyncIterator[Connection]:
-        transaction = raw.transaction()
+    async def _transaction(
+        self, raw: asyncpg.Connection, **options: Any
+    ) -> AsyncIterator[Connection]:
+        transaction = raw.transaction(**options)
         try:
             await transaction.start()
         except FAILURES as exc:
@@ -400,6 +414,12 @@ class PostgresStorage(Storage):
             if pool is not None and self._replicas is not None:
                 self._replicas.skip(pool)  # the next check brings it back when it answers
             raise
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[Connection]:
+        async with self._acquire() as raw:
+            async with self._transaction(raw, isolation="repeatable_read", readonly=True) as conn:
+                yield conn
 
     def _replica(self, consistency: Consistency | None) -> asyncpg.Pool | None:
         if self._replicas is None:
@@ -496,25 +516,32 @@ class PostgresStorage(Storage):
         and is dropped again; so is one a crash or timeout left invalid."""
         table = table_name(name)
         wanted = self._indexes(name, indexes)
-        async with self._acquire() as raw:  # released with asyncpg's reset: RESET ALL and
-            conn = PostgresConnection(raw)  # pg_advisory_unlock_all()
-            lock = (COLLECTION_LOCK_CLASS, name)
-            await conn.execute("SELECT pg_advisory_lock(?, hashtext(?))", lock)
-            await conn.execute(f"SET statement_timeout = {INDEX_BUILD_TIMEOUT * 1000}")
-            if await conn.fetch_one("SELECT 1 WHERE to_regclass(?) IS NOT NULL", (table,)) is None:
-                return
-            existing = await _existing_indexes(conn, table)
-            for index, (unique, columns) in wanted.items():
-                if existing.get(index, False):
-                    continue
-                drop = f'DROP INDEX CONCURRENTLY IF EXISTS "{index}"'
+        async with self._acquire() as raw:
+            try:
+                await self._build_missing(raw, name, table, wanted)
+            finally:  # its session holds an advisory lock and a longer timeout: close it,
+                _drop(raw)  # and the pool opens another (releases skip asyncpg's reset)
+
+    async def _build_missing(
+        self, raw: asyncpg.Connection, name: str, table: str, wanted: dict[str, tuple[str, str]]
+    ) -> None:
+        conn = PostgresConnection(raw)
+        await conn.execute("SELECT pg_advisory_lock(?, hashtext(?))", (COLLECTION_LOCK_CLASS, name))
+        await conn.execute(f"SET statement_timeout = {INDEX_BUILD_TIMEOUT * 1000}")
+        if await conn.fetch_one("SELECT 1 WHERE to_regclass(?) IS NOT NULL", (table,)) is None:
+            return
+        existing = await _existing_indexes(conn, table)
+        for index, (unique, columns) in wanted.items():
+            if existing.get(index, False):
+                continue
+            drop = f'DROP INDEX CONCURRENTLY IF EXISTS "{index}"'
+            await self._build(raw, drop)
+            create = f"CREATE {unique}INDEX CONCURRENTLY"
+            try:
+                await self._build(raw, f'{create} "{index}" ON {table} ({columns})')
+            except StorageError:
                 await self._build(raw, drop)
-                create = f"CREATE {unique}INDEX CONCURRENTLY"
-                try:
-                    await self._build(raw, f'{create} "{index}" ON {table} ({columns})')
-                except StorageError:
-                    await self._build(raw, drop)
-                    raise
+                raise
 
     @staticmethod
     async def _build(raw: asyncpg.Connection, sql: str) -> None:

@@ -1,10 +1,24 @@
 """The embedded default: one SQLite file in WAL mode.
 
-One writer connection (writes are serialised here and, across worker processes, by
-SQLite's own lock with a busy timeout) and a small pool of reader connections, each on
-its own thread (aiosqlite), so no query runs on the event loop. Change positions are
-SQLite rowids taken inside the serialised write transaction, so position order is
-commit order and a reader can never see a later position before an earlier one.
+**Writes** run on the event loop, on one writer connection: inside a write transaction
+a statement takes microseconds (the transaction already holds SQLite's write lock, so
+nothing waits), less than handing it to a thread costs. What waits runs elsewhere:
+``BEGIN IMMEDIATE`` never blocks (busy timeout 0) but retries with a sleep while another
+process writes; the commit, which waits for the disk, and schema changes, which may
+rewrite a table, run on the writer's own thread. Commits are grouped: write blocks that
+queue while one runs join its transaction, each inside a savepoint (a failing block
+rolls back alone), and one commit makes them all durable; no block is acknowledged
+before that commit, and if it fails every block of the group fails.
+
+**Reads** also run first on the event loop, on one read-only connection: a record by
+id or a page through an index takes tens of microseconds. That connection never waits:
+SQLite's progress handler cuts a query off after ``INLINE_BUDGET_SECONDS``, and it never
+waits for a lock (busy timeout 0); a query cut off or locked out runs again on one of a
+pool of reader threads (aiosqlite).
+
+Change positions are SQLite rowids taken inside the serialised write transaction, so
+position order is commit order and a reader can never see a later position before an
+earlier one.
 """
 
 from __future__ import annotations
@@ -12,8 +26,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +42,7 @@ from roost.storage.base import (
     Change,
     Connection,
     IndexSpec,
+    MissingTable,
     Op,
     Row,
     Storage,
@@ -36,7 +54,15 @@ from roost.storage.migrations.runner import migrate
 from roost.storage.migrations.sqlite import MIGRATIONS
 
 BUSY_TIMEOUT_MS = 10_000
+MMAP_BYTES = 256 * 1024 * 1024
+"""Reads through a memory map: no system call per page once the file is in the cache."""
+INLINE_BUDGET_SECONDS = 0.001
+"""How long a read may hold the event loop before it goes to a reader thread instead."""
+PROGRESS_STEPS = 1000
+"""SQLite virtual machine steps between two checks of that budget."""
 INDEX_PREFIX = "ix_"
+BEGIN_RETRY_SECONDS = (0.001, 0.05)
+"""First and longest sleep between two tries to begin a write while another process writes."""
 
 
 def database_path(url: str) -> str:
@@ -49,29 +75,115 @@ def database_path(url: str) -> str:
     return rest[1:]
 
 
-class SQLiteConnection(Connection):
+class ReaderConnection(Connection):
+    """A reader thread's connection (aiosqlite)."""
+
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        try:
-            cursor = await self._conn.execute(sql, params)
-        except sqlite3.IntegrityError as exc:
-            raise _integrity_error(exc) from exc
-        except sqlite3.OperationalError as exc:
-            raise StorageError(str(exc)) from exc
-        return cursor.rowcount
+        raise StorageError("a read connection only reads")
 
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         try:
-            rows = await self._conn.execute_fetchall(sql, params)
+            rows = list(await self._conn.execute_fetchall(sql, params))
         except sqlite3.OperationalError as exc:
-            raise StorageError(str(exc)) from exc
-        return [dict(zip(row.keys(), tuple(row), strict=True)) for row in rows]
+            raise _operational_error(exc) from exc
+        names = rows[0].keys() if rows else []
+        return [dict(zip(names, row, strict=True)) for row in rows]
 
     async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         rows = await self.fetch_all(sql, params)
         return rows[0] if rows else None
+
+
+class WriterConnection(Connection):
+    """The writer inside a write block: statements on the event loop; ``off_loop`` ones
+    (schema changes, bulk deletes) on the writer's thread."""
+
+    def __init__(self, conn: sqlite3.Connection, thread: ThreadPoolExecutor) -> None:
+        self._conn = conn
+        self._thread = thread
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return _run(self._conn, sql, params).rowcount
+
+    async def off_loop(self, sql: str, params: Sequence[Any] = ()) -> int:
+        loop = asyncio.get_running_loop()
+        cursor = await loop.run_in_executor(self._thread, _run, self._conn, sql, params)
+        return cursor.rowcount
+
+    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return _rows(_run(self._conn, sql, params))
+
+    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        rows = await self.fetch_all(sql, params)
+        return rows[0] if rows else None
+
+
+def _run(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
+    try:
+        return conn.execute(sql, params)
+    except sqlite3.IntegrityError as exc:
+        raise _integrity_error(exc) from exc
+    except sqlite3.OperationalError as exc:
+        raise _operational_error(exc) from exc
+
+
+def _rows(cursor: sqlite3.Cursor) -> list[Row]:
+    rows = cursor.fetchall()
+    names = [column[0] for column in cursor.description] if rows else []
+    return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+class Budget:
+    """The progress handler of the event loop's connection: true (stop) past ``deadline``."""
+
+    __slots__ = ("deadline",)
+
+    def __init__(self) -> None:
+        self.deadline = 0.0
+
+    def __call__(self) -> bool:
+        return time.perf_counter() > self.deadline
+
+
+class InlineConnection(Connection):
+    """Reads on the event loop within a time budget; a read that exceeds it, or finds the
+    database locked, runs again on a reader thread (``fallback``)."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        budget: Budget,
+        fallback: Callable[[], AbstractAsyncContextManager[Connection]],
+    ) -> None:
+        self._conn = conn
+        self._budget = budget
+        self._fallback = fallback
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        raise StorageError("a read connection only reads")
+
+    async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        await asyncio.sleep(0)  # still a point where other tasks run, as on a thread
+        self._budget.deadline = time.perf_counter() + INLINE_BUDGET_SECONDS
+        try:
+            return _rows(self._conn.execute(sql, params))
+        except sqlite3.OperationalError as exc:
+            if not any(word in str(exc) for word in ("interrupted", "locked", "busy")):
+                raise _operational_error(exc) from exc
+        async with self._fallback() as conn:
+            return await conn.fetch_all(sql, params)
+
+    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        rows = await self.fetch_all(sql, params)
+        return rows[0] if rows else None
+
+
+def _operational_error(exc: sqlite3.OperationalError) -> StorageError:
+    message = str(exc)
+    return MissingTable(message) if message.startswith("no such table") else StorageError(message)
 
 
 def _integrity_error(exc: sqlite3.IntegrityError) -> Exception:
@@ -81,19 +193,26 @@ def _integrity_error(exc: sqlite3.IntegrityError) -> Exception:
     return StorageError(message)
 
 
-async def _enable_wal(conn: aiosqlite.Connection) -> None:
-    """Switch to WAL, retrying: the switch can report "locked" without waiting
-    on the busy handler while another process opens the same file."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + BUSY_TIMEOUT_MS / 1000
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL (on the writer's thread), retrying: the switch can report "locked"
+    without waiting on the busy handler while another process opens the same file."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
     while True:
         try:
-            await conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA journal_mode = WAL")
             return
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or loop.time() > deadline:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise StorageError(str(exc)) from exc
-            await asyncio.sleep(0.05)
+            time.sleep(0.05)
+
+
+@dataclass
+class Group:
+    """Write blocks sharing one transaction, made durable by one commit."""
+
+    committed: asyncio.Future[None]
+    committer: asyncio.Task[None] | None = None
 
 
 class SQLiteStorage(Storage):
@@ -103,24 +222,36 @@ class SQLiteStorage(Storage):
         self._path = database_path(settings.database_url)
         self._synchronous = settings.sqlite_synchronous
         self._reader_count = settings.sqlite_readers
-        self._writer: aiosqlite.Connection | None = None
+        self._writer: sqlite3.Connection | None = None
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="roost-sqlite-writer")
+        self._group: Group | None = None
         self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         self._all: list[aiosqlite.Connection] = []
+        self._inline: sqlite3.Connection | None = None
+        self._budget = Budget()
         self._write_lock = asyncio.Lock()
 
     @property
     def in_memory(self) -> bool:
         return self._path == ":memory:"
 
-    async def _connect(self) -> aiosqlite.Connection:
+    def _connect_writer(self) -> sqlite3.Connection:
+        """On the writer's thread: opening may wait for another process's lock."""
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if not self.in_memory:
+            _enable_wal(conn)
+        for pragma in (f"synchronous = {self._synchronous}", "foreign_keys = ON"):
+            conn.execute(f"PRAGMA {pragma}")
+        conn.execute("PRAGMA busy_timeout = 0")  # from now on, write() waits on the loop
+        self.dialect.register(conn)
+        return conn
+
+    async def _connect_reader(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self._path, isolation_level=None)
         self._all.append(conn)
         conn.row_factory = sqlite3.Row
         await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        if not self.in_memory:
-            await _enable_wal(conn)
-        await conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-        await conn.execute("PRAGMA foreign_keys = ON")
         for name, nargs, func in self.dialect.functions():
             await conn.create_function(name, nargs, func, deterministic=True)
         return conn
@@ -128,48 +259,119 @@ class SQLiteStorage(Storage):
     async def open(self) -> None:
         if not self.in_memory:
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-        self._writer = await self._connect()
+        loop = asyncio.get_running_loop()
+        self._writer = await loop.run_in_executor(self._thread, self._connect_writer)
         async with self.write() as conn:
             await migrate(conn, MIGRATIONS)
         if not self.in_memory:  # an in-memory database is private to its one connection
             for _ in range(self._reader_count):
-                self._readers.put_nowait(await self._connect())
+                self._readers.put_nowait(await self._connect_reader())
+            self._inline = self._connect_inline()
+
+    def _connect_inline(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, isolation_level=None)
+        for pragma in ("busy_timeout = 0", "query_only = ON", f"mmap_size = {MMAP_BYTES}"):
+            conn.execute(f"PRAGMA {pragma}")
+        self.dialect.register(conn)
+        conn.set_progress_handler(self._budget, PROGRESS_STEPS)
+        return conn
 
     @asynccontextmanager
     async def read(self, replica: bool = False) -> AsyncIterator[Connection]:
         if self.in_memory:
             async with self._write_lock:
-                yield SQLiteConnection(self._require_writer())
-            return
+                yield WriterConnection(self._require_writer(), self._thread)
+        elif self._inline is None:
+            raise StorageError("storage is not open")
+        else:
+            yield InlineConnection(self._inline, self._budget, self._on_thread)
+
+    @asynccontextmanager
+    async def _on_thread(self) -> AsyncIterator[Connection]:
         conn = await self._readers.get()
         try:
-            yield SQLiteConnection(conn)
+            yield ReaderConnection(conn)
         finally:
             self._readers.put_nowait(conn)
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[Connection]:
-        writer = self._require_writer()
-        async with self._write_lock:
+    async def snapshot(self) -> AsyncIterator[Connection]:
+        if self.in_memory:  # the one connection, held: nothing else reads or writes
+            async with self.read() as conn:
+                yield conn
+            return
+        raw = await self._readers.get()
+        try:
+            await raw.execute("BEGIN")
             try:
-                if writer.in_transaction:  # a rollback was interrupted by a second cancel
-                    await writer.execute("ROLLBACK")
-                await writer.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise StorageError(str(exc)) from exc
-            try:
-                yield SQLiteConnection(writer)
-            except BaseException:
-                await writer.execute("ROLLBACK")
-                raise
-            try:
-                await writer.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if writer.in_transaction:
-                    await writer.execute("ROLLBACK")
-                raise StorageError(str(exc)) from exc
+                yield ReaderConnection(raw)
+            finally:
+                await raw.execute("ROLLBACK")
+        finally:
+            self._readers.put_nowait(raw)
 
-    def _require_writer(self) -> aiosqlite.Connection:
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[Connection]:
+        """One block of a group commit: see the module's docstring."""
+        async with self._write_lock:
+            writer = self._require_writer()
+            if self._group is None:
+                await self._begin(writer)
+                group = self._group = Group(asyncio.get_running_loop().create_future())
+                if not self.in_memory:  # it waits behind the blocks queued by then
+                    group.committer = asyncio.create_task(self._commit_when_free(group))
+            group = self._group
+            writer.execute("SAVEPOINT block")
+            try:
+                yield WriterConnection(writer, self._thread)
+            except BaseException:
+                if writer.in_transaction:  # (some errors end the whole transaction)
+                    writer.execute("ROLLBACK TO block")
+                    writer.execute("RELEASE block")
+                raise
+            writer.execute("RELEASE block")
+            if self.in_memory:  # nothing to wait for, and reads share this connection
+                await self._commit(group)
+        await asyncio.shield(group.committed)
+
+    async def _begin(self, writer: sqlite3.Connection) -> None:
+        """``BEGIN IMMEDIATE``, retried with sleeps while another process writes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + BUSY_TIMEOUT_MS / 1000
+        delay, longest = BEGIN_RETRY_SECONDS
+        while True:
+            try:
+                writer.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise StorageError(str(exc)) from exc
+                if loop.time() > deadline:
+                    raise StorageError(f"{exc} (another process writes)") from exc
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, longest)
+
+    async def _commit_when_free(self, group: Group) -> None:
+        async with self._write_lock:
+            await self._commit(group)
+
+    async def _commit(self, group: Group) -> None:
+        """Commit ``group`` (with the write lock held) on the writer's thread."""
+        self._group = None
+        writer = self._writer
+        try:
+            if writer is None or not writer.in_transaction:
+                raise sqlite3.OperationalError("the transaction was rolled back")
+            await asyncio.get_running_loop().run_in_executor(self._thread, writer.execute, "COMMIT")
+        except sqlite3.Error as exc:
+            if writer is not None and writer.in_transaction:
+                writer.execute("ROLLBACK")
+            group.committed.set_exception(StorageError(str(exc)))
+            group.committed.exception()  # retrieved: a group of failed blocks has no waiter
+        else:
+            group.committed.set_result(None)
+
+    def _require_writer(self) -> sqlite3.Connection:
         if self._writer is None:
             raise StorageError("storage is not open")
         return self._writer
@@ -210,13 +412,16 @@ class SQLiteStorage(Storage):
         self, conn: Connection, name: str, indexes: Sequence[IndexSpec]
     ) -> None:
         table = table_name(name)
-        await conn.execute(
+        slow = _off_loop(conn)
+        await slow(
             f"CREATE TABLE IF NOT EXISTS {table} (id TEXT PRIMARY KEY, owner TEXT,"
             " created TEXT NOT NULL, updated TEXT NOT NULL, version INTEGER NOT NULL,"
             " data TEXT NOT NULL)"
         )
-        await conn.execute(f'CREATE INDEX IF NOT EXISTS "owner_{name}" ON {table} (owner)')
-        wanted = {index_name(name, spec): spec for spec in indexes}
+        # by owner in id order: the usual "my records" page reads just its rows
+        await slow(f'DROP INDEX IF EXISTS "owner_{name}"')  # (owner) until 2026-11
+        await slow(f'CREATE INDEX IF NOT EXISTS "owner_id_{name}" ON {table} (owner, id)')
+        wanted = {index_name(name, spec, self._columns(spec)): spec for spec in indexes}
         existing = {
             row["name"]
             for row in await conn.fetch_all(
@@ -226,29 +431,54 @@ class SQLiteStorage(Storage):
             )
         }
         for stale in existing - wanted.keys():
-            await conn.execute(f'DROP INDEX "{stale}"')
+            await slow(f'DROP INDEX "{stale}"')
         for index, spec in wanted.items():
             if index in existing:
                 continue
-            columns = ", ".join(self.dialect.field_sql(path) for path in spec.fields)
             unique = "UNIQUE " if spec.unique else ""
-            await conn.execute(f'CREATE {unique}INDEX "{index}" ON {table} ({columns})')
+            columns = ", ".join(self._columns(spec))
+            await slow(f'CREATE {unique}INDEX "{index}" ON {table} ({columns})')
+
+    def _columns(self, spec: IndexSpec) -> list[str]:
+        """The fields' expressions, then ``id`` unless unique: a page filtered on the first
+        fields and sorted on the last (then on ``id``, the tie-breaker) is read in index
+        order and stops at its limit; a unique index must stay on its fields alone."""
+        columns = [self.dialect.field_sql(path) for path in spec.fields]
+        return columns if spec.unique or "id" in spec.fields else [*columns, "id"]
 
     async def build_indexes(self, name: str, indexes: Sequence[IndexSpec]) -> None:
         """Nothing: with one writer, ``define_collection`` builds them in its transaction."""
 
     async def drop_collection(self, conn: Connection, name: str) -> None:
-        await conn.execute(f"DROP TABLE IF EXISTS {table_name(name)}")
-        await conn.execute("DELETE FROM _changes WHERE collection = ?", (name,))
+        slow = _off_loop(conn)
+        await slow(f"DROP TABLE IF EXISTS {table_name(name)}")
+        await slow("DELETE FROM _changes WHERE collection = ?", (name,))
 
     async def aclose(self) -> None:
-        for conn in self._all:
-            await conn.close()
-        self._all.clear()
-        self._writer = None
+        async with self._write_lock:
+            if self._group is not None:  # its committer has not had the lock yet
+                await self._commit(self._group)
+            if self._inline is not None:
+                self._inline.close()
+                self._inline = None
+            for conn in self._all:
+                await conn.close()
+            self._all.clear()
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+        self._thread.shutdown(wait=True)
 
 
-def index_name(collection: str, spec: IndexSpec) -> str:
-    """A stable name for a declared index, so redeclaring it changes nothing."""
-    digest = hashlib.sha256(repr((spec.fields, spec.unique)).encode()).hexdigest()[:12]
+def _off_loop(conn: Connection) -> Callable[..., Awaitable[int]]:
+    """How an adapter method runs statements that may take long (schema changes, bulk
+    deletes): on the writer's thread."""
+    assert isinstance(conn, WriterConnection), "a SQLite write block's connection"
+    return conn.off_loop
+
+
+def index_name(collection: str, spec: IndexSpec, columns: Sequence[str]) -> str:
+    """A stable name for a declared index, so redeclaring it changes nothing (and an index
+    of an older layout is replaced)."""
+    digest = hashlib.sha256(repr((spec.fields, spec.unique, *columns)).encode()).hexdigest()[:12]
     return f"{INDEX_PREFIX}{collection}_{digest}"

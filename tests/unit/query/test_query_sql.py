@@ -8,7 +8,7 @@ import pytest
 
 from roost.query.ast import Compare, Literal, Path
 from roost.query.parser import parse
-from roost.query.sql import compile_filter
+from roost.query.sql import compile_filter, compile_filter_cached
 from roost.query.sqlite import SQLiteDialect
 
 DIALECT = SQLiteDialect()
@@ -136,3 +136,26 @@ def test_negation_never_leaks_null(conn: sqlite3.Connection) -> None:
     for text in ["!(a = 1)", "!(owner = 'u1')", "!(a > 1 && b < 2)", "!(a ~ 'x' || b ?= 1)"]:
         sql, params = compile_filter(parse(text), DIALECT)
         assert conn.execute(f"SELECT id FROM t WHERE {sql}", params).fetchall() == [("r1",)]
+
+
+CACHED = [
+    ("owner = @auth.id", {"auth.id": "a"}),
+    ("owner = @auth.id", {"auth.id": "b"}),
+    ("owner = @auth.id", {"auth.id": None}),
+    ("@auth.id != null && @auth.verified = true", {"auth.id": "a", "auth.verified": True}),
+    ("@auth.id != null && @auth.verified = true", {"auth.id": "a", "auth.verified": False}),
+    ("@auth.role = 'admin' || owner = @auth.id", {"auth.id": "a", "auth.role": "user"}),
+    ("created < @now", {"now": "2026-01-01T00:00:00.000Z"}),
+    ("created < @now", {"now": "2026-01-02T00:00:00.000Z"}),
+    ("title = @request.data.title", {"request.data": {"title": "x"}}),
+    ("title = @request.data.title", {"request.data": {"title": 3}}),
+]
+
+
+@pytest.mark.parametrize(("text", "context"), CACHED)
+def test_a_remembered_compilation_is_the_fresh_one(text: str, context: dict[str, Any]) -> None:
+    """Each row runs after the rows before it have filled the cache with other contexts."""
+    for _ in range(2):
+        assert compile_filter_cached(parse(text), DIALECT, context) == compile_filter(
+            parse(text), DIALECT, context
+        )

@@ -20,7 +20,7 @@ from roost.query.evaluate import evaluate
 from roost.query.sqlite import SQLiteDialect
 from roost.records.collections import Collection, CollectionDef, Rules
 from roost.records.rules import check, list_clause, parsed
-from roost.records.service import expression_context
+from roost.records.service import ExpressionContext
 
 USERS = ["u1", "u2", "u3"]
 ATOMS = [
@@ -146,7 +146,7 @@ def test_list_rule_sql_selects_what_the_evaluator_accepts(
     ]
     every = {row["id"] for row in rows}
     things = collection(rule)
-    context = expression_context(principal)
+    context = ExpressionContext(principal)
     dialect = SQLiteDialect()
     try:
         clause = list_clause(things, principal, dialect, context)
