@@ -351,6 +351,7 @@ def describe(plan: Plan) -> dict[str, Any]:
             "bench": hashing.verify_ms(
                 int(plan.roost_env["ROOST_PASSWORD_TIME_COST"]),
                 int(plan.roost_env["ROOST_PASSWORD_MEMORY_KIB"]),
+                int(plan.roost_env["ROOST_PASSWORD_PARALLELISM"]),
             ),
             "roost_default": hashing.verify_ms(**hashing.ROOST_DEFAULT),
             "parse": hashing.PARSE,

@@ -7,8 +7,9 @@ Run as a script (one process per Roost worker), it prints one JSON object::
     python dbload.py postgres URL "SELECT ... WHERE id = $1" keys.txt --connections 10
 
 TASKS concurrent asyncio tasks (uvloop, as under Granian) share CONNECTIONS connections
-(Roost's pool sizes: ``sqlite_readers`` aiosqlite connections, ``postgres_pool_max``
-asyncpg connections, handed out through a queue with no reset between uses); each task
+(asyncpg: Roost's ``postgres_pool_max``, handed out through a queue with no reset
+between uses; SQLite: the stdlib driver on the event loop, read-only and memory-mapped,
+as Roost reads, ``storage/sqlite.py``); each task
 runs the statement with a random key from KEYS (one per line), fetches every row, and
 records its latency.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import random
 import sqlite3
@@ -31,18 +33,15 @@ Query = Callable[[Any, str], Awaitable[int]]
 
 
 async def _sqlite(target: str, sql: str, count: int) -> tuple[list[Any], Query]:
-    import aiosqlite
-
     connections = []
     for _ in range(count):
-        conn = await aiosqlite.connect(target, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        await conn.execute("PRAGMA busy_timeout = 5000")
+        conn = sqlite3.connect(target, isolation_level=None)
+        for pragma in ("busy_timeout = 5000", "query_only = ON", "mmap_size = 268435456"):
+            conn.execute(f"PRAGMA {pragma}")
         connections.append(conn)
 
     async def query(conn: Any, key: str) -> int:
-        async with conn.execute(sql, (key,)) as cursor:
-            return len(await cursor.fetchall())
+        return len(conn.execute(sql, (key,)).fetchall())
 
     return connections, query
 
@@ -95,7 +94,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     await asyncio.gather(*(task() for _ in range(args.tasks)))
     seconds = time.monotonic() - warm_until
     for conn in connections:
-        await conn.close()
+        closed = conn.close()
+        if inspect.isawaitable(closed):
+            await closed
     latencies.sort()
 
     def percentile(q: float) -> float:

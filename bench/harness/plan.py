@@ -162,9 +162,10 @@ def plan_from(env: Mapping[str, str], mode: str) -> Plan:
         keep=bool(env.get("KEEP_DATA")),
         peer=peer,
         roost_env={
-            # login at OWASP's argon2id strength (m=19 MiB, t=2), not Roost's default
+            # login at OWASP's argon2id strength (m=19 MiB, t=2, p=1), not Roost's default
             "ROOST_PASSWORD_MEMORY_KIB": env.get("ROOST_PASSWORD_MEMORY_KIB", "19456"),
             "ROOST_PASSWORD_TIME_COST": env.get("ROOST_PASSWORD_TIME_COST", "2"),
+            "ROOST_PASSWORD_PARALLELISM": env.get("ROOST_PASSWORD_PARALLELISM", "1"),
             # a load test signs in thousands of times a second from one address
             "ROOST_AUTH_RATE_LIMIT_IP": env.get("ROOST_AUTH_RATE_LIMIT_IP", "1000000/minute"),
             "ROOST_AUTH_RATE_LIMIT_ACCOUNT": env.get(

@@ -104,7 +104,7 @@ def markdown(results: Results) -> str:
         "",
         f"Login (d) runs at OWASP's argon2id strength, m={bench['memory_kib']} KiB"
         f" t={bench['time_cost']} p={bench['parallelism']} ({bench['verify_ms']:.0f} ms per"
-        f" verify here), set with ROOST_PASSWORD_MEMORY_KIB / ROOST_PASSWORD_TIME_COST; Roost's"
+        f" verify here), set with ROOST_PASSWORD_MEMORY_KIB / _TIME_COST / _PARALLELISM; Roost's"
         f" default is m={default['memory_kib']} KiB t={default['time_cost']}"
         f" p={default['parallelism']} ({default['verify_ms']:.0f} ms). Parse: {hashing['parse']}.",
         "",
