@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.routing import BaseRoute, Match, Route
+from starlette.routing import Router as StarletteRouter
+from starlette.types import ASGIApp, Lifespan, Receive, Scope, Send
 
 from roost.components import open_components
 from roost.http.client import TrustedProxies
-from roost.http.middleware import BodyLimit, Compress, Cors, ReadYourWrites, RequestId
-from roost.http.problems import EXCEPTION_HANDLERS
+from roost.http.middleware import BodyLimit, Compress, Cors, ReadYourWrites, Requests
+from roost.http.problems import error_response
 from roost.http.routes import ROUTES
 from roost.settings import Settings
 
@@ -27,14 +32,65 @@ ALLOWED_HEADERS = [
 ]
 
 
-def create_app(settings: Settings) -> Starlette:
+class Router(StarletteRouter):
+    """Starlette's router, calling a matched endpoint directly and turning what it raises
+    into its problem response (``problems.error_response``), here, inside every
+    middleware (so CORS and gzip apply to errors too): no per-request layers for
+    Starlette's exception handlers."""
+
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan (and, later, WebSockets)
+            await super().app(scope, receive, send)
+            return
+        allowed: set[str] = set()
+        for route in self.routes:
+            match, child_scope = route.matches(scope)
+            if match is Match.FULL and isinstance(route, Route):
+                scope.update(child_scope)
+                try:
+                    response = await route.endpoint(Request(scope, receive, send))
+                except Exception as exc:
+                    response = error_response(exc, scope["method"], scope["path"])
+                await response(scope, receive, send)
+                return
+            if match is Match.FULL:
+                scope.update(child_scope)
+                await route.handle(scope, receive, send)
+                return
+            if match is Match.PARTIAL and isinstance(route, Route):
+                allowed |= route.methods or set()
+        if allowed:
+            missing = HTTPException(405, headers={"Allow": ", ".join(sorted(allowed))})
+        else:
+            missing = HTTPException(404)
+        await error_response(missing, scope["method"], scope["path"])(scope, receive, send)
+
+
+class App(Starlette):
+    """Starlette with ``Router`` and only Roost's middleware (``Requests`` outermost, the
+    last resort for errors), without Starlette's two exception layers."""
+
+    def __init__(
+        self, routes: Sequence[BaseRoute], middleware: list[Middleware], lifespan: Lifespan[App]
+    ) -> None:
+        super().__init__(middleware=middleware, lifespan=lifespan)
+        self.router = Router(routes, lifespan=lifespan)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        app: ASGIApp = self.router
+        for cls, args, kwargs in reversed(self.user_middleware):
+            app = cls(app, *args, **kwargs)
+        return app
+
+
+def create_app(settings: Settings) -> App:
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: App) -> AsyncIterator[None]:
         async with open_components(settings) as components:
             app.state.components = components
             yield
 
-    middleware = [Middleware(RequestId, access_log=settings.log_level in ("debug", "info"))]
+    middleware = [Middleware(Requests, access_log=settings.log_level in ("debug", "info"))]
     if settings.cors_origins:
         middleware.append(
             Middleware(
@@ -52,11 +108,6 @@ def create_app(settings: Settings) -> Starlette:
     ]
     if settings.database_replica_urls:
         middleware.append(Middleware(ReadYourWrites))
-    app = Starlette(
-        routes=ROUTES,
-        middleware=middleware,
-        exception_handlers=EXCEPTION_HANDLERS,
-        lifespan=lifespan,
-    )
+    app = App(ROUTES, middleware, lifespan)
     app.state.trusted_proxies = TrustedProxies(settings.trusted_proxies)
     return app

@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: request id, access log, gzip, CORS, body size limit,
+"""Pure ASGI middleware: request id, access log and errors; gzip, CORS, body size limit,
 read-your-writes."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from roost.errors import BadRequest, PayloadTooLarge
-from roost.http.problems import problem
+from roost.http.problems import error_response, problem
 from roost.logs import REQUEST_ID
 from roost.storage.base import CONSISTENCY, Consistency, format_lsn, parse_lsn
 
@@ -25,11 +25,15 @@ _VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 log = structlog.get_logger("roost.access")
 
 
-class RequestId:
-    """Use the client's ``X-Request-Id`` when it is sane, else make one; echo it; log it.
+class Requests:
+    """The outermost layer: the request id, the access log, and errors as problems.
 
-    The id lives in ``roost.logs.REQUEST_ID`` for the request's duration, so every log line
+    Uses the client's ``X-Request-Id`` when it is sane, else makes one, and echoes it. The
+    id lives in ``roost.logs.REQUEST_ID`` for the request's duration, so every log line
     written while serving it carries the id. One access line per request at ``info``.
+    The last resort for errors (endpoints' errors are answered by the router, inside the
+    other middleware): one raised below becomes its problem response, unless the response
+    had already started.
     """
 
     def __init__(self, app: ASGIApp, access_log: bool) -> None:
@@ -59,6 +63,11 @@ class RequestId:
         token = REQUEST_ID.set(request_id.decode())
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            if status:  # too late to answer with a problem
+                raise
+            response = error_response(exc, scope["method"], scope["path"])
+            await response(scope, receive, send_with_id)
         finally:
             if self.access_log:
                 log.info(

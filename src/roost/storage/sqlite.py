@@ -14,7 +14,9 @@ before that commit, and if it fails every block of the group fails.
 id or a page through an index takes tens of microseconds. That connection never waits:
 SQLite's progress handler cuts a query off after ``INLINE_BUDGET_SECONDS``, and it never
 waits for a lock (busy timeout 0); a query cut off or locked out runs again on one of a
-pool of reader threads (aiosqlite).
+pool of reader threads (aiosqlite). So awaiting a statement is not a point where other
+tasks run: requests are served in the order they come (a yield per read measured 3.5
+times the p99 under load), and a loop that polls the database must sleep between polls.
 
 Change positions are SQLite rowids taken inside the serialised write transaction, so
 position order is commit order and a reader can never see a later position before an
@@ -61,7 +63,7 @@ INLINE_BUDGET_SECONDS = 0.001
 PROGRESS_STEPS = 1000
 """SQLite virtual machine steps between two checks of that budget."""
 INDEX_PREFIX = "ix_"
-BEGIN_RETRY_SECONDS = (0.001, 0.05)
+BEGIN_RETRY_SECONDS = (0.0005, 0.005)
 """First and longest sleep between two tries to begin a write while another process writes."""
 
 
@@ -166,7 +168,6 @@ class InlineConnection(Connection):
         raise StorageError("a read connection only reads")
 
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        await asyncio.sleep(0)  # still a point where other tasks run, as on a thread
         self._budget.deadline = time.perf_counter() + INLINE_BUDGET_SECONDS
         try:
             return _rows(self._conn.execute(sql, params))
