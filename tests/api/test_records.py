@@ -11,6 +11,7 @@ import pytest
 
 from api.scenario import Api, Auth, Scenario, ids
 from roost.ids import is_uuid7, new_id
+from roost.records.fields import SYSTEM_FIELDS
 
 RECORDS = "/api/collections/posts/records"
 A = RECORDS + "/{a}"
@@ -717,6 +718,35 @@ async def test_cursor_keeps_the_filter_and_fields(posts: Api) -> None:
 
     items = first["items"] + second.json()["items"]
     assert all(set(item) == {"id", "score"} and item["score"] >= 2 for item in items)
+
+
+TRICKY_DATA: list[dict[str, Any]] = [
+    {},
+    {"text": 'line\u2028separator, quote " backslash \\ tab \t é 🐦'},
+    {"big": 1e16, "small": -2.5e-300, "whole": 9007199254740991, "zero": 0.0},
+    {"nested": {"list": [None, True, [], {}], "empty": ""}, "z": None},
+]
+
+
+@pytest.mark.parametrize("auth", ["admin", "user"])
+async def test_a_page_holds_the_records_exactly_as_reads_by_id_return_them(
+    api: Api, auth: Auth
+) -> None:
+    """A page may be serialised by the database (SQLite writes a record's JSON itself);
+    its items must be the records that reads by id return, value for value."""
+    await api.create_collection({"name": "notes", "rules": {"list": "", "view": "", "create": ""}})
+    for data in TRICKY_DATA:
+        await api.create_record("notes", data, auth="user")
+    page = await api.request("GET", "/api/collections/notes/records", auth=auth)
+    assert page.status_code == 200
+    items = page.json()["items"]
+    assert [
+        {k: v for k, v in item.items() if k not in SYSTEM_FIELDS} for item in items
+    ] == TRICKY_DATA
+    for item in items:
+        one = await api.request("GET", f"/api/collections/notes/records/{item['id']}", auth=auth)
+        assert one.json() == item
+        assert list(one.json()) == list(item)  # the same order of fields too
 
 
 async def test_hidden_fields_are_for_admins_and_owners(api: Api) -> None:

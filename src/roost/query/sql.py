@@ -168,6 +168,12 @@ class Dialect(ABC):
         """A condition true iff ``condition`` is false or NULL."""
         return f"(({condition}) IS NOT TRUE)"
 
+    def record_json_sql(self) -> str | None:
+        """SQL giving a record row's public JSON text (the system fields, then the data's),
+        where the stored data is exactly the JSON Roost wrote; None (the default) to build
+        it in Python."""
+        return None
+
     def null_safe_equal(self, left: str, right: str) -> str:
         """``left`` equals ``right``, where NULL equals NULL."""
         return f"{left} IS NOT DISTINCT FROM {right}"

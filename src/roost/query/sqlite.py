@@ -54,6 +54,19 @@ class SQLiteDialect(Dialect):
     false_sql = "0"
     data_column = "data"
 
+    def record_json_sql(self) -> str:
+        """The data column holds orjson's compact text of an object, so the record's JSON
+        is the system fields followed by that text's members, byte for byte what
+        ``orjson.dumps`` of the record gives."""
+        system = " || ',' || ".join(
+            f"'\"{name}\":' || json_quote({name})" for name in ("id", "owner", "created", "updated")
+        )
+        return (
+            f"'{{' || {system} || ',\"version\":' || version"
+            f" || CASE WHEN {self.data_column} = '{{}}' THEN '}}'"
+            f" ELSE ',' || substr({self.data_column}, 2) END"
+        )
+
     @staticmethod
     def register(connection: sqlite3.Connection) -> None:
         """Install the SQL functions compiled filters use; needed on every connection."""

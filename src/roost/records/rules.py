@@ -79,6 +79,11 @@ def sees_hidden(principal: Principal, record: Mapping[str, Any]) -> bool:
     return principal.is_admin or (principal.id is not None and record.get("owner") == principal.id)
 
 
+def sees_all_fields(collection: Collection, principal: Principal) -> bool:
+    """Whether no record of ``collection`` hides a field from ``principal``."""
+    return principal.is_admin or not collection.definition.hidden_fields
+
+
 def strip_hidden(collection: Collection, principal: Principal, record: JSONObject) -> JSONObject:
     """``record`` without the hidden fields the caller may not see."""
     hidden = collection.definition.hidden_fields

@@ -46,7 +46,14 @@ from roost.records.collections import USER_FIELDS, USERS, Collection
 from roost.records.cursor import PageCursors
 from roost.records.fields import check_names, load_data, merge_patch, now_iso, validate_data
 from roost.records.idempotency import IdempotentRequest, Outcome
-from roost.records.rules import check, list_clause, paths_of, refuse_hidden_paths, strip_hidden
+from roost.records.rules import (
+    check,
+    list_clause,
+    paths_of,
+    refuse_hidden_paths,
+    sees_all_fields,
+    strip_hidden,
+)
 from roost.settings import Settings
 from roost.storage.base import (
     Connection,
@@ -69,7 +76,9 @@ MAX_BATCH_OPERATIONS = 100
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    items: list[JSONObject]
+    items: list[JSONObject] | list[orjson.Fragment]
+    """Records, or (when the database can write them) their JSON text, which the response
+    embeds as it is: serialised once."""
     next_cursor: str | None
 
 
@@ -173,7 +182,7 @@ class Records:
         dialect = self._storage.dialect
         context = ExpressionContext(principal)
         try:
-            keys = with_tiebreaker(parse_sort(sort or DEFAULT_SORT))
+            keys = _sort_keys(sort or DEFAULT_SORT)
             expression = _parsed_filter(filter) if filter else None
             projection = parse_fields(fields) if fields else None
         except ExpressionError as exc:
@@ -200,7 +209,11 @@ class Records:
                 if last is not None:
                     clauses.append(keyset_sql(keys, last, dialect))
                 where = [c for c in clauses if c is not None]
-                sql, params = page_sql(name, keys, where, limit + 1, dialect)
+                encoded = dialect.record_json_sql()
+                if projection is not None or not sees_all_fields(collection, principal):
+                    encoded = None
+                columns = COLUMNS if encoded is None else f"{encoded} AS _json"
+                sql, params = page_sql(name, keys, where, limit + 1, dialect, columns)
                 rows = await conn.fetch_all(sql, params)
         except MissingTable:  # dropped since its definition was read
             raise collections.missing(name) from None
@@ -212,10 +225,12 @@ class Records:
             next_cursor = self._cursors.encode(
                 scope, [last_row[f"_k{i}"] for i in range(len(keys))]
             )
+        if encoded is not None:
+            return Page([orjson.Fragment(row["_json"]) for row in rows], next_cursor)
         items = [strip_hidden(collection, principal, to_public(row)) for row in rows]
         if projection is not None:
             items = [project(item, projection) for item in items]
-        return Page(items=items, next_cursor=next_cursor)
+        return Page(items, next_cursor)
 
     # writes
 
@@ -377,12 +392,13 @@ def page_sql(
     clauses: Sequence[tuple[str, Sequence[Any]]],
     limit: int,
     dialect: Dialect,
+    columns: str = COLUMNS,
 ) -> tuple[str, list[Any]]:
-    """The query of one page of ``name``: rows passing every clause, in ``keys`` order, with
-    their sort values as ``_k0``, ``_k1``, ..."""
+    """The query of one page of ``name``: ``columns`` of the rows passing every clause, in
+    ``keys`` order, with their sort values as ``_k0``, ``_k1``, ..."""
     sort_values = sort_values_sql(keys, dialect)
     selected = ", ".join(f"{value} AS _k{i}" for i, value in enumerate(sort_values))
-    sql = f"SELECT {COLUMNS}, {selected} FROM {table_name(name)}"
+    sql = f"SELECT {columns}, {selected} FROM {table_name(name)}"
     params: list[Any] = []
     if clauses:
         sql += " WHERE " + " AND ".join(f"({clause})" for clause, _ in clauses)
@@ -407,6 +423,12 @@ async def _fetch(conn: Connection, name: str, record_id: str, lock: bool = False
 
 _parsed_filter = lru_cache(maxsize=1024)(parse)
 """Clients repeat their filters; syntax trees are immutable."""
+
+
+@lru_cache(maxsize=256)
+def _sort_keys(sort: str) -> tuple[SortKey, ...]:
+    """A ``sort`` parameter's keys, with the ``id`` tie-breaker (clients repeat them too)."""
+    return with_tiebreaker(parse_sort(sort))
 
 
 def _check_names(data: JSONObject, *, creating: bool, admin: bool) -> None:
