@@ -226,6 +226,40 @@ async def test_a_failed_group_commit_fails_every_block_in_it(tmp_path: Path) -> 
         await storage.aclose()
 
 
+async def test_a_group_whose_transaction_ends_early_keeps_nothing(tmp_path: Path) -> None:
+    """When a block's error ends SQLite's whole transaction (here the block rolls it back
+    itself), the blocks grouped before it are lost: none of them may be acknowledged, and
+    a block queued after starts a group of its own."""
+    storage = open_storage(make_settings(tmp_path))
+    await storage.open()
+    try:
+        await define(storage, "posts")
+
+        async def block(record_id: str, end_transaction: bool = False) -> None:
+            async with storage.write() as conn:
+                await conn.execute(
+                    f"INSERT INTO {table_name('posts')} (id, owner, created, updated,"
+                    " version, data) VALUES (?, NULL, ?, ?, 1, '{}')",
+                    (record_id, NOW, NOW),
+                )
+                if end_transaction:
+                    await conn.execute("ROLLBACK")
+                    raise LookupError(record_id)
+
+        outcomes = await asyncio.gather(
+            block("first"),
+            block("breaker", end_transaction=True),
+            block("after"),
+            return_exceptions=True,
+        )
+        assert [type(outcome) for outcome in outcomes] == [StorageError, LookupError, type(None)]
+        async with storage.read() as conn:
+            rows = await conn.fetch_all(f"SELECT id FROM {table_name('posts')}")
+        assert rows == [{"id": "after"}]
+    finally:
+        await storage.aclose()
+
+
 async def test_reads_see_commits_and_name_missing_tables(storage: Storage) -> None:
     await define(storage, "posts")
     query = f"SELECT id, data FROM {table_name('posts')} WHERE id = ?"

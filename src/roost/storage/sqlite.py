@@ -316,21 +316,25 @@ class SQLiteStorage(Storage):
         """One block of a group commit: see the module's docstring."""
         async with self._write_lock:
             writer = self._require_writer()
+            if self._group is not None and not writer.in_transaction:
+                self._fail(self._group, "the transaction ended before its commit")
             if self._group is None:
                 await self._begin(writer)
                 group = self._group = Group(asyncio.get_running_loop().create_future())
                 if not self.in_memory:  # it waits behind the blocks queued by then
                     group.committer = asyncio.create_task(self._commit_when_free(group))
             group = self._group
-            writer.execute("SAVEPOINT block")
+            _run(writer, "SAVEPOINT block", ())
             try:
                 yield WriterConnection(writer, self._thread)
             except BaseException:
-                if writer.in_transaction:  # (some errors end the whole transaction)
-                    writer.execute("ROLLBACK TO block")
-                    writer.execute("RELEASE block")
+                if writer.in_transaction:
+                    _run(writer, "ROLLBACK TO block", ())
+                    _run(writer, "RELEASE block", ())
+                else:  # SQLite ended the whole transaction: the group's other blocks too
+                    self._fail(group, "the transaction was rolled back by an error")
                 raise
-            writer.execute("RELEASE block")
+            _run(writer, "RELEASE block", ())
             if self.in_memory:  # nothing to wait for, and reads share this connection
                 await self._commit(group)
         await asyncio.shield(group.committed)
@@ -358,19 +362,32 @@ class SQLiteStorage(Storage):
 
     async def _commit(self, group: Group) -> None:
         """Commit ``group`` (with the write lock held) on the writer's thread."""
+        if group.committed.done():  # failed already
+            return
         self._group = None
-        writer = self._writer
         try:
-            if writer is None or not writer.in_transaction:
-                raise sqlite3.OperationalError("the transaction was rolled back")
-            await asyncio.get_running_loop().run_in_executor(self._thread, writer.execute, "COMMIT")
-        except sqlite3.Error as exc:
-            if writer is not None and writer.in_transaction:
-                writer.execute("ROLLBACK")
-            group.committed.set_exception(StorageError(str(exc)))
-            group.committed.exception()  # retrieved: a group of failed blocks has no waiter
+            writer = self._require_writer()
+            if not writer.in_transaction:
+                raise StorageError("the transaction ended before its commit")
+            if self.in_memory:
+                writer.execute("COMMIT")
+            else:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self._thread, writer.execute, "COMMIT")
+        except Exception as exc:  # the disk, a deferred constraint, a closed connection
+            if self._writer is not None and self._writer.in_transaction:
+                self._writer.execute("ROLLBACK")
+            self._fail(group, str(exc))
         else:
             group.committed.set_result(None)
+
+    def _fail(self, group: Group, reason: str) -> None:
+        """No block of ``group`` is kept: each one's ``write()`` raises StorageError."""
+        if self._group is group:
+            self._group = None
+        if not group.committed.done():
+            group.committed.set_exception(StorageError(reason))
+            group.committed.exception()  # retrieved: a group of failed blocks has no waiter
 
     def _require_writer(self) -> sqlite3.Connection:
         if self._writer is None:
