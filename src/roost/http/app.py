@@ -43,9 +43,10 @@ class Router(StarletteRouter):
             await super().app(scope, receive, send)
             return
         allowed: set[str] = set()
-        for route in self.routes:
+        for route in self.routes:  # every HTTP route is a Route (routes.py)
+            assert isinstance(route, Route)
             match, child_scope = route.matches(scope)
-            if match is Match.FULL and isinstance(route, Route):
+            if match is Match.FULL:
                 scope.update(child_scope)
                 try:
                     response = await route.endpoint(Request(scope, receive, send))
@@ -53,11 +54,7 @@ class Router(StarletteRouter):
                     response = error_response(exc, scope["method"], scope["path"])
                 await response(scope, receive, send)
                 return
-            if match is Match.FULL:
-                scope.update(child_scope)
-                await route.handle(scope, receive, send)
-                return
-            if match is Match.PARTIAL and isinstance(route, Route):
+            if match is Match.PARTIAL:
                 allowed |= route.methods or set()
         if allowed:
             missing = HTTPException(405, headers={"Allow": ", ".join(sorted(allowed))})
