@@ -77,6 +77,7 @@ class Settings(BaseSettings):
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     """FULL survives power loss; NORMAL (WAL) survives a killed process only."""
     sqlite_readers: int = Field(default=4, ge=1, le=64)
+    """Reader threads, for reads that outlast their 1 ms on the event loop, or meet a lock."""
     postgres_pool_min: int = Field(default=1, ge=0, le=1000)
     """Connections each instance keeps open to PostgreSQL."""
     postgres_pool_max: int = Field(default=10, ge=1, le=1000)
