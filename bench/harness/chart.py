@@ -34,20 +34,9 @@ def draw(results: Results, path: Path) -> None:
         by_name = {r.name: r for r in rows}
         xs = [w + (s - (len(series) - 1) / 2) * width for w in range(len(workloads))]
         present = [(x, by_name[n]) for x, n in zip(xs, workloads, strict=True) if n in by_name]
-        top.bar(
-            [x for x, _ in present],
-            [r.load.rps for _, r in present],
-            width,
-            label=label,
-            color=colour,
-        )
-        bottom.bar(
-            [x for x, _ in present],
-            [r.load.p99 for _, r in present],
-            width,
-            label=label,
-            color=colour,
-        )
+        placed = [x for x, _ in present]
+        top.bar(placed, [r.load.rps for _, r in present], width, label=label, color=colour)
+        bottom.bar(placed, [r.load.p99 for _, r in present], width, label=label, color=colour)
         for x, row in present:
             ceiling = results.db_ceiling(row) if row.kind == "roost" else None
             if ceiling is not None:

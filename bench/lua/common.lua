@@ -1,5 +1,6 @@
--- Shared by roost.lua and parse.lua: thread ids, per-thread random seeds, data files, and
--- a done() that prints the response statuses some workloads count (one JSON line).
+-- Shared by roost.lua and parse.lua: thread ids, per-thread random seeds, data files, the
+-- six workloads built from each one's request makers, and a done() that prints the
+-- response statuses some workloads count (one JSON line).
 threads = {}
 local thread_count = 0
 
@@ -33,6 +34,30 @@ end
 
 function urlencode(s)
   return (s:gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", string.byte(c)) end))
+end
+
+-- The request maker of BENCH_WORKLOAD from a peer's parts: read() for (a), its prepared
+-- lists, creates and logins for (b), (c), (d), update() for (e); (f) is 80% (a), 15% (b),
+-- 5% (c). The lists are filled in place by init(), after this runs.
+function workload_handler(workload, read, lists, creates, logins, update)
+  local function pick(list)
+    return list[math.random(#list)]
+  end
+  local handlers = {
+    a = read,
+    b = function() return pick(lists) end,
+    c = function() return pick(creates) end,
+    d = function() return pick(logins) end,
+    e = update,
+    f = function()
+      local r = math.random()
+      if r < 0.80 then return read() end
+      if r < 0.95 then return pick(lists) end
+      return pick(creates)
+    end,
+  }
+  assert(handlers[workload], "BENCH_WORKLOAD must be one of a b c d e f")
+  return handlers[workload]
 end
 
 -- Responses by status, filled by the response() of the workloads that define one.

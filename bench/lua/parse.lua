@@ -59,10 +59,6 @@ local function prepare_logins()
   end
 end
 
-local function pick(list)
-  return list[math.random(#list)]
-end
-
 local put_headers = nil
 
 local function update()
@@ -71,21 +67,6 @@ local function update()
   return wrk.format("PUT", ITEMS .. "/" .. ids[math.random(#ids)], put_headers, body)
 end
 
-local function mixed()
-  local r = math.random()
-  if r < 0.80 then return read() end
-  if r < 0.95 then return pick(lists) end
-  return pick(creates)
-end
-
-local handlers = {
-  a = read,
-  b = function() return pick(lists) end,
-  c = function() return pick(creates) end,
-  d = function() return pick(logins) end,
-  e = update,
-  f = mixed,
-}
 local prepare = {
   a = {},
   b = {prepare_lists},
@@ -94,8 +75,7 @@ local prepare = {
   e = {},
   f = {prepare_lists, prepare_creates},
 }
-assert(handlers[workload], "BENCH_WORKLOAD must be one of a b c d e f")
-local handler = handlers[workload]
+local handler = workload_handler(workload, read, lists, creates, logins, update)
 
 function init(args)
   seed_rng()

@@ -87,10 +87,6 @@ local function prepare_patches()
   end
 end
 
-local function pick(list)
-  return list[math.random(#list)]
-end
-
 local function patch()
   local n, k = #free, nil
   if n > 0 then
@@ -111,21 +107,6 @@ local function patch()
   return wrk.format("PATCH", RECORDS .. "/" .. r.id, headers, body)
 end
 
-local function mixed()
-  local r = math.random()
-  if r < 0.80 then return read() end
-  if r < 0.95 then return pick(lists) end
-  return pick(creates)
-end
-
-local handlers = {
-  a = read,
-  b = function() return pick(lists) end,
-  c = function() return pick(creates) end,
-  d = function() return pick(logins) end,
-  e = patch,
-  f = mixed,
-}
 local prepare = {
   a = {prepare_reads},
   b = {prepare_lists},
@@ -134,8 +115,7 @@ local prepare = {
   e = {prepare_patches},
   f = {prepare_reads, prepare_lists, prepare_creates},
 }
-assert(handlers[workload], "BENCH_WORKLOAD must be one of a b c d e f")
-local handler = handlers[workload]
+local handler = workload_handler(workload, read, lists, creates, logins, patch)
 
 function init(args)
   seed_rng()

@@ -47,6 +47,19 @@ SQLITE_FUNCTIONS: tuple[tuple[str, int, SQLFunction], ...] = (
 """SQL functions compiled filters call: ``(name, number of arguments, function)``."""
 
 
+RECORD_JSON = (
+    "'{' || "
+    + " || ',' || ".join(
+        f"'\"{name}\":' || json_quote({name})" for name in ("id", "owner", "created", "updated")
+    )
+    + " || ',\"version\":' || version"
+    + " || CASE WHEN data = '{}' THEN '}' ELSE ',' || substr(data, 2) END"
+)
+"""A record row's public JSON: the data column holds orjson's compact text of an object,
+so this is the system fields followed by that text's members, byte for byte what
+``orjson.dumps`` of the record gives."""
+
+
 class SQLiteDialect(Dialect):
     """SQLite: ``?`` placeholders, ``json_extract``/``json_type``/``json_each``."""
 
@@ -55,17 +68,7 @@ class SQLiteDialect(Dialect):
     data_column = "data"
 
     def record_json_sql(self) -> str:
-        """The data column holds orjson's compact text of an object, so the record's JSON
-        is the system fields followed by that text's members, byte for byte what
-        ``orjson.dumps`` of the record gives."""
-        system = " || ',' || ".join(
-            f"'\"{name}\":' || json_quote({name})" for name in ("id", "owner", "created", "updated")
-        )
-        return (
-            f"'{{' || {system} || ',\"version\":' || version"
-            f" || CASE WHEN {self.data_column} = '{{}}' THEN '}}'"
-            f" ELSE ',' || substr({self.data_column}, 2) END"
-        )
+        return RECORD_JSON
 
     @staticmethod
     def register(connection: sqlite3.Connection) -> None:

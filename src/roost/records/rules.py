@@ -26,9 +26,10 @@ Action = Literal["list", "view", "create", "update", "delete"]
 
 
 @lru_cache(maxsize=4096)
-def parsed(rule: str) -> Expr:
-    """A rule's syntax tree; rules were validated when their collection was saved."""
-    return parse(rule)
+def parsed(expression: str) -> Expr:
+    """The syntax tree of a rule or a client's filter, parsed once per process (clients
+    repeat their filters; trees are immutable). Raises ExpressionError when invalid."""
+    return parse(expression)
 
 
 def _rule(collection: Collection, action: Action, principal: Principal) -> str | None:

@@ -31,7 +31,6 @@ from roost.query.ast import CONTEXT_NAMES
 from roost.query.errors import ExpressionError
 from roost.query.fields import parse_fields, project
 from roost.query.limits import DEFAULT_LIMIT, MAX_LIMIT
-from roost.query.parser import parse
 from roost.query.sort import (
     SortKey,
     keyset_sql,
@@ -49,6 +48,7 @@ from roost.records.idempotency import IdempotentRequest, Outcome
 from roost.records.rules import (
     check,
     list_clause,
+    parsed,
     paths_of,
     refuse_hidden_paths,
     sees_all_fields,
@@ -183,7 +183,7 @@ class Records:
         context = ExpressionContext(principal)
         try:
             keys = _sort_keys(sort or DEFAULT_SORT)
-            expression = _parsed_filter(filter) if filter else None
+            expression = parsed(filter) if filter else None
             projection = parse_fields(fields) if fields else None
         except ExpressionError as exc:
             raise InvalidFilter(str(exc), position=exc.position) from None
@@ -419,10 +419,6 @@ async def _fetch(conn: Connection, name: str, record_id: str, lock: bool = False
     if row is None:
         raise NotFound(f"record {record_id} does not exist in {name!r}")
     return row
-
-
-_parsed_filter = lru_cache(maxsize=1024)(parse)
-"""Clients repeat their filters; syntax trees are immutable."""
 
 
 @lru_cache(maxsize=256)

@@ -105,9 +105,10 @@ class Connection(ABC):
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """Run a query; return every row as a mapping of column name to value."""
 
-    @abstractmethod
     async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         """Run a query; return its first row or None."""
+        rows = await self.fetch_all(sql, params)
+        return rows[0] if rows else None
 
 
 class Storage(ABC):

@@ -77,14 +77,16 @@ def database_path(url: str) -> str:
     return rest[1:]
 
 
-class ReaderConnection(Connection):
+class ReadConnection(Connection):
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        raise StorageError("a read connection only reads")
+
+
+class ReaderConnection(ReadConnection):
     """A reader thread's connection (aiosqlite)."""
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
-
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        raise StorageError("a read connection only reads")
 
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         try:
@@ -93,10 +95,6 @@ class ReaderConnection(Connection):
             raise _operational_error(exc) from exc
         names = rows[0].keys() if rows else []
         return [dict(zip(names, row, strict=True)) for row in rows]
-
-    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        rows = await self.fetch_all(sql, params)
-        return rows[0] if rows else None
 
 
 class WriterConnection(Connection):
@@ -117,10 +115,6 @@ class WriterConnection(Connection):
 
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         return _rows(_run(self._conn, sql, params))
-
-    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        rows = await self.fetch_all(sql, params)
-        return rows[0] if rows else None
 
 
 def _run(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
@@ -150,7 +144,7 @@ class Budget:
         return time.perf_counter() > self.deadline
 
 
-class InlineConnection(Connection):
+class InlineConnection(ReadConnection):
     """Reads on the event loop within a time budget; a read that exceeds it, or finds the
     database locked, runs again on a reader thread (``fallback``)."""
 
@@ -164,9 +158,6 @@ class InlineConnection(Connection):
         self._budget = budget
         self._fallback = fallback
 
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        raise StorageError("a read connection only reads")
-
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         self._budget.deadline = time.perf_counter() + INLINE_BUDGET_SECONDS
         try:
@@ -176,10 +167,6 @@ class InlineConnection(Connection):
                 raise _operational_error(exc) from exc
         async with self._fallback() as conn:
             return await conn.fetch_all(sql, params)
-
-    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        rows = await self.fetch_all(sql, params)
-        return rows[0] if rows else None
 
 
 def _operational_error(exc: sqlite3.OperationalError) -> StorageError:
