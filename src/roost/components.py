@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
@@ -12,9 +12,12 @@ from roost.auth.oidc import IdentityVerifier
 from roost.auth.recovery import Recovery
 from roost.auth.service import Accounts
 from roost.auth.tokens import AccessTokens
+from roost.broker.base import Broker, open_broker
 from roost.mail.base import Mailer, open_mailer
 from roost.mail.outbox import OutboxWorker
 from roost.ratelimit.base import RateLimiter, open_ratelimiter
+from roost.realtime.retention import prune_periodically
+from roost.realtime.service import Realtime
 from roost.records.collections import Collections
 from roost.records.service import Records
 from roost.settings import Settings
@@ -33,6 +36,8 @@ class Components:
     recovery: Recovery
     ratelimiter: RateLimiter
     outbox: OutboxWorker
+    broker: Broker
+    realtime: Realtime
 
 
 def access_tokens(settings: Settings) -> AccessTokens:
@@ -48,7 +53,8 @@ def access_tokens(settings: Settings) -> AccessTokens:
 async def open_components(settings: Settings) -> AsyncIterator[Components]:
     """Open every backend named in ``settings``; close them all when the block ends.
 
-    The outbox worker (queued mail) runs in the background for the block's duration.
+    In the background for the block's duration: the outbox worker (queued mail), the
+    realtime feed following the change log, and the pruning of old changes.
     """
     settings = settings.with_secret()
     async with AsyncExitStack() as stack:
@@ -69,7 +75,17 @@ async def open_components(settings: Settings) -> AsyncIterator[Components]:
         mailer: Mailer = open_mailer(settings)
         stack.push_async_callback(mailer.aclose)
         outbox = OutboxWorker(storage, mailer)
-        await stack.enter_async_context(_running(outbox))
+        await stack.enter_async_context(_running(outbox.run, outbox.notify))
+        broker = open_broker(settings.broker_url)
+        stack.push_async_callback(broker.aclose)
+        await broker.open()
+        storage.on_commit(broker.publish)
+        realtime = Realtime(storage, broker, tokens, settings)
+        await stack.enter_async_context(realtime.running())
+        retention = settings.change_retention_seconds
+        await stack.enter_async_context(
+            _running(lambda stop: prune_periodically(storage, retention, stop))
+        )
         yield Components(
             settings=settings,
             storage=storage,
@@ -81,16 +97,22 @@ async def open_components(settings: Settings) -> AsyncIterator[Components]:
             recovery=Recovery(storage, accounts, settings, outbox.notify),
             ratelimiter=ratelimiter,
             outbox=outbox,
+            broker=broker,
+            realtime=realtime,
         )
 
 
 @asynccontextmanager
-async def _running(outbox: OutboxWorker) -> AsyncIterator[None]:
+async def _running(
+    run: Callable[[asyncio.Event], Awaitable[None]], wake: Callable[[], None] = lambda: None
+) -> AsyncIterator[None]:
+    """Run ``run(stop)`` as a task for the block's duration; at its end set ``stop``,
+    ``wake()`` the task and wait for it."""
     stop = asyncio.Event()
-    task = asyncio.create_task(outbox.run(stop), name="roost-outbox")
+    task = asyncio.ensure_future(run(stop))
     try:
         yield
     finally:
         stop.set()
-        outbox.notify()
+        wake()
         await task

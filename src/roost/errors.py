@@ -17,6 +17,7 @@ Services raise these; ``roost.http.problems`` alone renders them as RFC 9457
     ├── NotFound                   404 not_found
     ├── MethodNotAllowed           405 method_not_allowed
     ├── Conflict                   409 conflict
+    ├── ResyncRequired             410 resync_required     (the cursor's changes were pruned)
     ├── PreconditionFailed         412 precondition_failed (carries the current record)
     ├── PayloadTooLarge            413 payload_too_large
     ├── UnsupportedMediaType       415 unsupported_media_type
@@ -112,6 +113,15 @@ class Conflict(RoostError):
     code = "conflict"
     status = 409
     title = "Conflict"
+
+
+class ResyncRequired(RoostError):
+    """A change-log cursor older than the log's retention, or from another database: the
+    client drops its cached copy and syncs again from scratch."""
+
+    code = "resync_required"
+    status = 410
+    title = "Resync required"
 
 
 class PreconditionFailed(RoostError):

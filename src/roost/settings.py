@@ -93,6 +93,24 @@ class Settings(BaseSettings):
     database_replica_max_lag_seconds: float = Field(default=5.0, gt=0, le=3600)
     """A replica further behind the primary than this is skipped."""
     idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    change_retention_seconds: int = Field(default=30 * 24 * 3600, ge=60)
+    """How long the change log keeps changes: a client offline for longer gets
+    ``resync_required`` and syncs again from scratch."""
+    realtime_poll_seconds: float = Field(default=0.1, gt=0, le=60)
+    """How often each instance reads the change log when no shared broker wakes it (several
+    worker processes on the embedded default) or the broker is down; 1 s with Redis up."""
+    realtime_ping_seconds: float = Field(default=25.0, gt=0, le=3600)
+    """A realtime connection gets a ping after this long without any message."""
+    realtime_idle_seconds: float = Field(default=60.0, gt=0, le=24 * 3600)
+    """A realtime connection is closed when its client sent nothing for this long."""
+    realtime_max_subscriptions: int = Field(default=100, ge=1, le=10_000)
+    """Subscriptions on one realtime connection."""
+    realtime_max_connections_per_user: int = Field(default=20, ge=1, le=100_000)
+    """Realtime connections one user (or one anonymous client address) holds on an instance."""
+    realtime_max_message_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    """Largest message a realtime client may send."""
+    realtime_send_queue: int = Field(default=1000, ge=10, le=1_000_000)
+    """Messages waiting for one slow client before it is disconnected (to resume later)."""
 
     public_url: str = ""
     """Base URL of this server in links sent by mail (default ``http://host:port``)."""

@@ -194,7 +194,7 @@ HEALTH = [
         "GET",
         "/api/ready",
         200,
-        fragments=({"status": "ready", "checks": {"database": "ok"}},),
+        fragments=({"status": "ready", "checks": {"database": "ok", "broker": "ok"}},),
         auth="anonymous",
     ),
     Scenario("health with a bad token", "GET", "/api/health", 200, auth="bogus"),

@@ -342,7 +342,7 @@ async def test_migrations_run_once(
             rows = await conn.fetch_all("SELECT version FROM _migrations ORDER BY version")
         await storage.aclose()
         versions = [m.version for m in MIGRATIONS[engine(storage)]]
-        assert [row["version"] for row in rows] == versions == [1, 2]
+        assert [row["version"] for row in rows] == versions == [1, 2, 3]
 
 
 @pytest.mark.parametrize("backend", ["sqlite-file", "postgres"])
@@ -356,7 +356,7 @@ async def test_instances_starting_together_migrate_once(
         for storage in storages:
             async with storage.read() as conn:
                 rows = await conn.fetch_all("SELECT version FROM _migrations ORDER BY version")
-            assert [row["version"] for row in rows] == [1, 2]
+            assert [row["version"] for row in rows] == [1, 2, 3]
     finally:
         for storage in storages:
             await storage.aclose()

@@ -23,12 +23,14 @@ LAYERS = {
     "storage": 1,
     "mail": 1,
     "ratelimit": 1,
+    "broker": 1,
     "auth": 2,
     "records": 2,
-    "components": 3,
-    "http": 4,
-    "cli": 5,
-    "__main__": 5,
+    "realtime": 3,
+    "components": 4,
+    "http": 5,
+    "cli": 6,
+    "__main__": 6,
     "__init__": 0,
 }
 FRAMEWORKS = ("starlette", "granian")

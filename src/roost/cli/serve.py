@@ -8,7 +8,7 @@ import os
 import sys
 
 from granian import Granian
-from granian.constants import Interfaces, Loops
+from granian.constants import Interfaces, Loops, RuntimeModes
 from granian.log import LogLevels
 from starlette.applications import Starlette
 
@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         interface=Interfaces.ASGI,
         workers=settings.workers,
         loop=Loops.uvloop,
+        runtime_mode=RuntimeModes.st,
         log_level=LogLevels.warning,
         log_access=False,
         workers_kill_timeout=GRACEFUL_SHUTDOWN_SECONDS,

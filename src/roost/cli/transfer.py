@@ -396,8 +396,16 @@ class _Importer:
                 f" a unique index of {name!r} ({exc})"
             ) from None
         for _, r in batch:
+            record = {"id": r.id, "owner": r.owner, "created": r.created, "updated": r.updated}
             await self._storage.append_change(
-                self._conn, name, r.id, "create", r.version, r.owner, r.updated
+                self._conn,
+                name,
+                r.id,
+                "create",
+                r.version,
+                r.owner,
+                r.updated,
+                record=orjson.dumps({**record, "version": r.version, **r.data}).decode(),
             )
         self.counts["record"] += len(batch)
 

@@ -17,7 +17,7 @@ from roost.components import open_components
 from roost.http.client import TrustedProxies
 from roost.http.middleware import BodyLimit, Compress, Cors, ReadYourWrites, Requests
 from roost.http.problems import error_response
-from roost.http.routes import ROUTES
+from roost.http.routes import ROUTES, SOCKETS
 from roost.settings import Settings
 
 EXPOSED_HEADERS = ["ETag", "X-Request-Id", "Roost-Position"]
@@ -39,12 +39,13 @@ class Router(StarletteRouter):
     Starlette's exception handlers."""
 
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":  # lifespan (and, later, WebSockets)
+        if scope["type"] != "http":  # lifespan and WebSockets
             await super().app(scope, receive, send)
             return
         allowed: set[str] = set()
-        for route in self.routes:  # every HTTP route is a Route (routes.py)
-            assert isinstance(route, Route)
+        for route in self.routes:
+            if not isinstance(route, Route):  # a WebSocket route
+                continue
             match, child_scope = route.matches(scope)
             if match is Match.FULL:
                 scope.update(child_scope)
@@ -105,6 +106,6 @@ def create_app(settings: Settings) -> App:
     ]
     if settings.database_replica_urls:
         middleware.append(Middleware(ReadYourWrites))
-    app = App(ROUTES, middleware, lifespan)
+    app = App([*ROUTES, *SOCKETS], middleware, lifespan)
     app.state.trusted_proxies = TrustedProxies(settings.trusted_proxies)
     return app

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from roost.auth.principal import ANONYMOUS, Principal
@@ -33,7 +33,7 @@ class JSONResponse(Response):
         return orjson.dumps(content)
 
 
-def components(request: Request) -> Components:
+def components(request: HTTPConnection) -> Components:
     found: Components = request.app.state.components
     return found
 

@@ -13,6 +13,8 @@ from roost.http.openapi_schemas import (
     RECORD_ID,
     SCHEMAS,
     STRING,
+    SYNC_ERRORS,
+    SYNC_PARAMETERS,
     Schema,
     ok,
     operation,
@@ -99,6 +101,41 @@ def build_spec() -> Schema:
                 {"200": ok("Every result, in order", ref("BatchResult"))},
                 body=ref("BatchRequest"),
                 parameters=[IDEMPOTENCY],
+            )
+        },
+        "/api/sync": {
+            "get": operation(
+                "Offline delta sync: what changed since a cursor",
+                {"200": ok("A page of changes", ref("SyncPage"))},
+                parameters=SYNC_PARAMETERS,
+                errors=SYNC_ERRORS,
+                description="Without `since`, every record the caller may read, as creates;"
+                " then the change log: creates, updates, deletes, and enter/leave when a"
+                " change moves a record into or out of what the caller may read. Follow"
+                " `cursor` while `has_more`; keep the last one. A 410 `resync_required`"
+                " means: drop the local copy and sync again without `since`.",
+            )
+        },
+        "/api/realtime/sse": {
+            "get": operation(
+                "Live record events as Server-Sent Events",
+                {
+                    "200": {
+                        "description": "An endless stream of events",
+                        "content": {"text/event-stream": {"schema": STRING}},
+                    }
+                },
+                parameters=[
+                    {**param("collection", "query", STRING, "The collection"), "required": True},
+                    param("filter", "query", STRING, "Only records matching this filter"),
+                    param("since", "query", STRING, "Resume after this cursor"),
+                    param("Last-Event-ID", "header", STRING, "Resume after this cursor"),
+                ],
+                errors=(*SYNC_ERRORS, "429"),
+                description="One subscription, resumable with `Last-Event-ID` (or `since`):"
+                " each event's `id` is its cursor and its `event` the op. The WebSocket"
+                " protocol, at `/api/realtime`, is not an HTTP operation; both are described"
+                " in docs/reference/realtime.md.",
             )
         },
     }

@@ -6,6 +6,7 @@ from typing import Any
 
 from roost.auth.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 from roost.query.limits import DEFAULT_LIMIT, MAX_LIMIT
+from roost.realtime import sync
 
 Schema = dict[str, Any]
 
@@ -16,6 +17,7 @@ ERROR_STATUSES = {
     "404": "No such collection, record or endpoint",
     "405": "Method not allowed",
     "409": "Conflict with existing data",
+    "410": "The cursor's changes are gone (pruned, or another database): sync from scratch",
     "412": "If-Match names a stale version",
     "413": "Body too large",
     "415": "Body is not JSON",
@@ -23,8 +25,10 @@ ERROR_STATUSES = {
     "429": "Too many sign-in attempts; Retry-After says when to try again",
     "503": "A backend is unavailable",
 }
-RECORD_ERRORS = tuple(status for status in ERROR_STATUSES if status != "429")
+RECORD_ERRORS = tuple(status for status in ERROR_STATUSES if status not in ("410", "429"))
 """Every error a collection or record operation may answer (no rate limit there)."""
+SYNC_ERRORS = ("400", "401", "403", "404", "410", "503")
+"""What ``GET /api/sync`` may answer instead of a page."""
 BODY_ERRORS = ("400", "413", "415")
 """What any operation that reads a JSON body may answer about the body itself."""
 
@@ -84,7 +88,8 @@ def param(name: str, where: str, schema: Schema, description: str = "") -> Schem
 
 
 STRING = {"type": "string"}
-COLLECTION_NAME = "^[a-z][a-z0-9_]{0,60}$"
+NAME_TEXT = "[a-z][a-z0-9_]{0,60}"
+COLLECTION_NAME = f"^{NAME_TEXT}$"
 UUID7 = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-7[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$"
 FIELD_NAME = "^[A-Za-z][A-Za-z0-9_]{0,63}$"
 SYSTEM_FIELDS = ["id", "owner", "created", "updated", "version"]
@@ -374,6 +379,36 @@ SCHEMAS: dict[str, Schema] = {
             "next_cursor": {"type": ["string", "null"]},
         },
     },
+    "SyncPage": {
+        "type": "object",
+        "required": ["changes", "cursor", "has_more"],
+        "properties": {
+            "changes": {"type": "array", "items": ref("SyncChange")},
+            "cursor": {
+                "type": "string",
+                "description": "Send it back as `since` for the next page (opaque)",
+            },
+            "has_more": {
+                "type": "boolean",
+                "description": "The page was full: ask again now with `cursor`",
+            },
+        },
+        "additionalProperties": False,
+    },
+    "SyncChange": {
+        "type": "object",
+        "description": "Upsert the record on create, update and enter; remove it on delete"
+        " and leave (it was deleted, or the caller may no longer see it)",
+        "required": ["op", "collection", "id", "version", "record"],
+        "properties": {
+            "op": {"enum": ["create", "update", "delete", "enter", "leave"]},
+            "collection": {"type": "string", "pattern": COLLECTION_NAME},
+            "id": STRING,
+            "version": {"type": "integer", "minimum": 1},
+            "record": {"oneOf": [ref("Record"), {"type": "null"}]},
+        },
+        "additionalProperties": False,
+    },
     "Field": {
         "type": "object",
         "required": ["type"],
@@ -491,4 +526,37 @@ LIST_PARAMETERS = [
     ),
     param("cursor", "query", STRING, "next_cursor of the previous page"),
     param("fields", "query", STRING, "Comma-separated fields to return"),
+]
+
+SYNC_PARAMETERS = [
+    {
+        **param(
+            "collections",
+            "query",
+            {
+                "type": "string",
+                "pattern": f"^{NAME_TEXT}(,{NAME_TEXT}){{0,{sync.MAX_COLLECTIONS - 1}}}$",
+            },
+            f"Comma-separated collection names, 1 to {sync.MAX_COLLECTIONS}",
+        ),
+        "required": True,
+    },
+    param(
+        "since",
+        "query",
+        STRING,
+        "The cursor of the last page; absent or empty to sync from scratch",
+    ),
+    param(
+        "limit",
+        "query",
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 1, "maximum": sync.MAX_LIMIT},
+                {"type": "string", "maxLength": 0},
+            ]
+        },
+        f"Records or changes read per page, 1 to {sync.MAX_LIMIT};"
+        f" absent or empty means {sync.DEFAULT_LIMIT}",
+    ),
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from roost.http.endpoints import (
     auth,
@@ -11,7 +11,9 @@ from roost.http.endpoints import (
     health,
     openapi,
     pages,
+    realtime,
     records,
+    sync,
     users,
 )
 
@@ -32,6 +34,7 @@ ROUTES = [  # the record routes first: Starlette tries routes in order
     Route("/api/collections/{name}", collections.update_collection, methods=["PATCH"]),
     Route("/api/collections/{name}", collections.delete_collection, methods=["DELETE"]),
     Route("/api/batch", batch.batch, methods=["POST"]),
+    Route("/api/sync", sync.sync_changes, methods=["GET"]),
     Route("/api/users", users.list_users, methods=["GET"]),
     Route("/api/users/{id}", users.get_user, methods=["GET"]),
     Route("/api/auth/signup", auth.signup, methods=["POST"]),
@@ -52,6 +55,8 @@ ROUTES = [  # the record routes first: Starlette tries routes in order
     Route("/api/auth/password/reset", auth.reset_password, methods=["POST"]),
     Route("/api/auth/verify/request", auth.request_verification, methods=["POST"]),
     Route("/api/auth/verify/confirm", auth.confirm_verification, methods=["POST"]),
+    Route("/api/realtime/sse", realtime.sse, methods=["GET"]),
     Route("/auth/reset-password", pages.reset_password, methods=["GET"]),
     Route("/auth/verify-email", pages.verify_email, methods=["GET"]),
 ]
+SOCKETS = [WebSocketRoute("/api/realtime", realtime.socket)]

@@ -76,6 +76,20 @@ def check(
     raise Forbidden(f"the {action} rule of {name!r} does not allow this")
 
 
+def allows(
+    collection: Collection,
+    action: Action,
+    principal: Principal,
+    record: JSONObject,
+    context: Mapping[str, JSON],
+) -> bool:
+    """Whether ``action``'s rule alone admits ``principal`` to ``record`` (no raising)."""
+    if principal.is_admin:
+        return True
+    rule: str | None = getattr(collection.definition.rules, action)
+    return rule is not None and (rule == "" or evaluate(parsed(rule), record, context))
+
+
 def sees_hidden(principal: Principal, record: Mapping[str, Any]) -> bool:
     return principal.is_admin or (principal.id is not None and record.get("owner") == principal.id)
 

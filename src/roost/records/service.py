@@ -319,7 +319,9 @@ class Records:
             )
         except UniqueViolation as exc:
             raise _conflict(exc, record_id) from None
-        await self._storage.append_change(conn, name, record_id, "create", 1, owner, now)
+        await self._storage.append_change(
+            conn, name, record_id, "create", 1, owner, now, record=_dumps(record)
+        )
         return Outcome(201, strip_hidden(collection, principal, record))
 
     async def _update(
@@ -348,9 +350,20 @@ class Records:
             )
         except UniqueViolation as exc:
             raise _conflict(exc, row["id"]) from None
-        await self._storage.append_change(conn, name, row["id"], "update", version, owner, now)
         stored = {**row, "owner": owner, "updated": now, "version": version, "data": _dumps(data)}
-        return Outcome(200, strip_hidden(collection, principal, to_public(stored)))
+        record = to_public(stored)
+        await self._storage.append_change(
+            conn,
+            name,
+            row["id"],
+            "update",
+            version,
+            owner,
+            now,
+            record=_dumps(record),
+            before=_dumps(to_public(row)),
+        )
+        return Outcome(200, strip_hidden(collection, principal, record))
 
     async def _delete(self, conn: Connection, collection: Collection, row: Row) -> Outcome:
         if collection.definition.name == USERS:
@@ -361,10 +374,18 @@ class Records:
 
 
 async def delete_row(storage: Storage, conn: Connection, name: str, row: Row) -> None:
-    """Delete one record and append its tombstone, inside the caller's transaction."""
+    """Delete one record (a stored row, all columns) and append its tombstone, inside the
+    caller's transaction."""
     await conn.execute(f"DELETE FROM {table_name(name)} WHERE id = ?", (row["id"],))
     await storage.append_change(
-        conn, name, row["id"], "delete", row["version"] + 1, row["owner"], now_iso()
+        conn,
+        name,
+        row["id"],
+        "delete",
+        row["version"] + 1,
+        row["owner"],
+        now_iso(),
+        before=_dumps(to_public(row)),
     )
 
 
@@ -377,7 +398,7 @@ async def delete_account(storage: Storage, conn: Connection, user_id: str) -> No
     names = [row["name"] for row in await conn.fetch_all("SELECT name FROM _collections")]
     for name in names:
         rows = await conn.fetch_all(
-            f"SELECT id, owner, version FROM {table_name(name)} WHERE owner = ? OR id = ?",
+            f"SELECT {COLUMNS} FROM {table_name(name)} WHERE owner = ? OR id = ?",
             (user_id, user_id if name == USERS else ""),
         )
         for row in rows:

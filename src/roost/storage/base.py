@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -58,6 +58,22 @@ class Change:
     version: int
     owner: str | None
     at: str
+    record: str | None = None
+    """The record's JSON as the API shows it (all fields) after the write; None for a delete."""
+    before: str | None = None
+    """The record's JSON before the write; None for a create."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogState:
+    """What names the change log: ``epoch`` is random per database (a cursor from another
+    database, or from before an import, is refused); ``floor`` is the last position pruned
+    (a cursor below it has missed changes that are gone)."""
+
+    epoch: str
+    floor: int
+    head: int
+    """The last position readers can see now."""
 
 
 @dataclass(slots=True)
@@ -93,6 +109,9 @@ def format_lsn(position: int) -> str:
 class Connection(ABC):
     """A connection inside ``Storage.read()`` or one transaction inside ``Storage.write()``."""
 
+    appended = False
+    """Set by ``Storage.append_change``: the block wrote a change (``Storage.on_commit``)."""
+
     row_lock = ""
     """Appended to a ``SELECT`` in a write transaction that reads rows it will change: they
     stay locked until it ends (PostgreSQL ``FOR UPDATE``; SQLite's one writer needs none)."""
@@ -115,6 +134,16 @@ class Storage(ABC):
     """A database holding collections, records, the change log and Roost's own tables."""
 
     dialect: Dialect
+    _committed: Callable[[], None] | None = None
+
+    def on_commit(self, hook: Callable[[], None]) -> None:
+        """Call ``hook()`` after each commit of a ``write()`` block that appended changes
+        (the realtime broker's ``publish``); it must not block or raise."""
+        self._committed = hook
+
+    def _notify(self, conn: Connection) -> None:
+        if conn.appended and self._committed is not None:
+            self._committed()
 
     @abstractmethod
     async def open(self) -> None:
@@ -147,8 +176,11 @@ class Storage(ABC):
         version: int,
         owner: str | None,
         at: str,
+        record: str | None = None,
+        before: str | None = None,
     ) -> int:
-        """Append one change inside the write transaction ``conn``.
+        """Append one change inside the write transaction ``conn``, with the record's JSON
+        after and before the write (``Change.record``, ``Change.before``).
 
         Return its position, or 0 when the backend assigns positions only after the
         transaction commits (PostgreSQL): no caller may rely on it.
@@ -159,6 +191,15 @@ class Storage(ABC):
         self, position: int, collections: Sequence[str] | None, limit: int
     ) -> list[Change]:
         """Committed changes after ``position`` in commit order; never skips one."""
+
+    @abstractmethod
+    async def log_state(self) -> LogState:
+        """The change log's epoch, pruned floor and head."""
+
+    @abstractmethod
+    async def prune_changes(self, before: str) -> int:
+        """Delete the changes made before the time ``before`` (ISO 8601 UTC) that readers
+        can see, raising the floor to the last position deleted; return how many."""
 
     @abstractmethod
     async def define_collection(

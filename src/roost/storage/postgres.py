@@ -52,6 +52,7 @@ from roost.storage.base import (
     Connection,
     Consistency,
     IndexSpec,
+    LogState,
     MissingTable,
     Op,
     Row,
@@ -432,6 +433,7 @@ class PostgresStorage(Storage):
         async with self._acquire() as raw:
             async with self._transaction(raw) as conn:
                 yield conn
+            self._notify(conn)
             consistency = CONSISTENCY.get()
             if self._replicas is not None and consistency is not None:
                 position = await PostgresConnection(raw).fetch_one(POSITION)
@@ -447,13 +449,16 @@ class PostgresStorage(Storage):
         version: int,
         owner: str | None,
         at: str,
+        record: str | None = None,
+        before: str | None = None,
     ) -> int:
         """Append a change without a position (it gets one after commit): return 0."""
         await conn.execute(
-            "INSERT INTO _changes (collection, record_id, op, version, owner, at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (collection, record_id, op, version, owner, at),
+            "INSERT INTO _changes (collection, record_id, op, version, owner, at, record, before)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (collection, record_id, op, version, owner, at, record, before),
         )
+        conn.appended = True
         return 0
 
     async def stamp(self) -> None:
@@ -473,7 +478,7 @@ class PostgresStorage(Storage):
         self, position: int, collections: Sequence[str] | None, limit: int
     ) -> list[Change]:
         sql = (
-            "SELECT position, collection, record_id, op, version, owner, at"
+            "SELECT position, collection, record_id, op, version, owner, at, record, before"
             " FROM _changes WHERE position > ?"
         )
         params: list[Any] = [position]
@@ -486,6 +491,29 @@ class PostgresStorage(Storage):
             await self._stamp(raw)
             rows = await PostgresConnection(raw).fetch_all(sql, params)
         return [Change(**row) for row in rows]
+
+    async def log_state(self) -> LogState:
+        async with self._acquire() as raw:
+            await self._stamp(raw)
+            row = await PostgresConnection(raw).fetch_one(
+                "SELECT epoch, floor, (SELECT last FROM _changes_counter) AS head FROM _log"
+            )
+        assert row is not None
+        return LogState(row["epoch"], row["floor"], row["head"])
+
+    async def prune_changes(self, before: str) -> int:
+        async with self.write() as conn:
+            # Not while a stamping step runs: both lock the same _changes rows.
+            await conn.execute(f"SELECT pg_advisory_xact_lock({LOCK_CLASS}, {STAMP_LOCK})")
+            row = await conn.fetch_one(
+                "SELECT max(position) AS last FROM _changes WHERE position IS NOT NULL AND at < ?",
+                (before,),
+            )
+            if row is None or row["last"] is None:
+                return 0
+            deleted = await conn.execute("DELETE FROM _changes WHERE position <= ?", (row["last"],))
+            await conn.execute("UPDATE _log SET floor = greatest(floor, ?)", (row["last"],))
+        return deleted
 
     async def define_collection(
         self, conn: Connection, name: str, indexes: Sequence[IndexSpec]

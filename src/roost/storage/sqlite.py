@@ -44,6 +44,7 @@ from roost.storage.base import (
     Change,
     Connection,
     IndexSpec,
+    LogState,
     MissingTable,
     Op,
     Row,
@@ -312,8 +313,9 @@ class SQLiteStorage(Storage):
                     group.committer = asyncio.create_task(self._commit_when_free(group))
             group = self._group
             _run(writer, "SAVEPOINT block", ())
+            conn = WriterConnection(writer, self._thread)
             try:
-                yield WriterConnection(writer, self._thread)
+                yield conn
             except BaseException:
                 if writer.in_transaction:
                     _run(writer, "ROLLBACK TO block", ())
@@ -325,6 +327,7 @@ class SQLiteStorage(Storage):
             if self.in_memory:  # nothing to wait for, and reads share this connection
                 await self._commit(group)
         await asyncio.shield(group.committed)
+        self._notify(conn)
 
     async def _begin(self, writer: sqlite3.Connection) -> None:
         """``BEGIN IMMEDIATE``, retried with sleeps while another process writes."""
@@ -390,13 +393,16 @@ class SQLiteStorage(Storage):
         version: int,
         owner: str | None,
         at: str,
+        record: str | None = None,
+        before: str | None = None,
     ) -> int:
         row = await conn.fetch_one(
-            "INSERT INTO _changes (collection, record_id, op, version, owner, at)"
-            " VALUES (?, ?, ?, ?, ?, ?) RETURNING position",
-            (collection, record_id, op, version, owner, at),
+            "INSERT INTO _changes (collection, record_id, op, version, owner, at, record, before)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING position",
+            (collection, record_id, op, version, owner, at, record, before),
         )
         assert row is not None
+        conn.appended = True
         return int(row["position"])
 
     async def changes_since(
@@ -412,6 +418,28 @@ class SQLiteStorage(Storage):
         async with self.read() as conn:
             rows = await conn.fetch_all(sql, params)
         return [Change(**row) for row in rows]
+
+    async def log_state(self) -> LogState:
+        async with self.read() as conn:
+            row = await conn.fetch_one(
+                "SELECT epoch, floor, (SELECT seq FROM sqlite_sequence"
+                " WHERE name = '_changes') AS head FROM _log"
+            )
+        assert row is not None
+        return LogState(row["epoch"], row["floor"], row["head"] or 0)
+
+    async def prune_changes(self, before: str) -> int:
+        async with self.write() as conn:
+            row = await conn.fetch_one(
+                "SELECT max(position) AS last FROM _changes WHERE at < ?", (before,)
+            )
+            if row is None or row["last"] is None:
+                return 0
+            deleted = await _off_loop(conn)(
+                "DELETE FROM _changes WHERE position <= ?", (row["last"],)
+            )
+            await conn.execute("UPDATE _log SET floor = max(floor, ?)", (row["last"],))
+        return deleted
 
     async def define_collection(
         self, conn: Connection, name: str, indexes: Sequence[IndexSpec]

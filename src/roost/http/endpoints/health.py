@@ -19,7 +19,8 @@ async def health(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    """Every backend answers: 200, or 503 naming the one that does not."""
+    """200 when the database answers, else 503. A broker that is down is reported, not
+    fatal: realtime then reads the change log on a timer, so the instance still serves."""
     storage = components(request).storage
     try:
         async with asyncio.timeout(READY_TIMEOUT_SECONDS):
@@ -27,4 +28,5 @@ async def ready(request: Request) -> Response:
                 await conn.fetch_one("SELECT 1 AS ok")
     except Exception as exc:  # whatever stops the probe (timeout, closed connection) is "not ready"
         raise Unavailable(f"database: {type(exc).__name__}", checks={"database": "down"}) from None
-    return JSONResponse({"status": "ready", "checks": {"database": "ok"}})
+    broker = "ok" if components(request).broker.healthy else "down"
+    return JSONResponse({"status": "ready", "checks": {"database": "ok", "broker": broker}})

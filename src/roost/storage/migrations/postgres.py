@@ -129,4 +129,18 @@ MIGRATIONS = (
             "CREATE INDEX _outbox_pending ON _outbox (sent, next_attempt)",
         ),
     ),
+    Migration(
+        3,
+        "change log: record states, epoch and floor",
+        (
+            "ALTER TABLE _changes ADD COLUMN record TEXT, ADD COLUMN before TEXT",
+            """CREATE TABLE _log (
+                only_row BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row),
+                epoch TEXT NOT NULL,
+                floor BIGINT NOT NULL
+            )""",
+            "INSERT INTO _log (epoch, floor)"
+            " VALUES (substr(md5(random()::text || clock_timestamp()::text), 1, 16), 0)",
+        ),
+    ),
 )

@@ -114,4 +114,18 @@ MIGRATIONS = (
             "CREATE INDEX _outbox_pending ON _outbox (sent, next_attempt)",
         ),
     ),
+    Migration(
+        3,
+        "change log: record states, epoch and floor",
+        (
+            "ALTER TABLE _changes ADD COLUMN record TEXT",
+            "ALTER TABLE _changes ADD COLUMN before TEXT",
+            """CREATE TABLE _log (
+                only_row INTEGER PRIMARY KEY CHECK (only_row = 1),
+                epoch TEXT NOT NULL,
+                floor INTEGER NOT NULL
+            )""",
+            "INSERT INTO _log (only_row, epoch, floor) VALUES (1, lower(hex(randomblob(8))), 0)",
+        ),
+    ),
 )

@@ -1,0 +1,184 @@
+"""Realtime transports: ``GET /api/realtime`` (WebSocket) and ``GET /api/realtime/sse``.
+
+Both run a ``realtime.session.Session``: one task writes its queue to the client, one
+reads the client (messages, or the disconnect), one watches the clock (token expiry,
+idle client, pings). The first to finish ends the connection with the session's close
+reason. ``docs/reference/realtime.md`` is the protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import structlog
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
+
+from roost.auth.principal import ANONYMOUS
+from roost.errors import Unauthorized
+from roost.http.client import client_ip
+from roost.http.context import components
+from roost.realtime.session import (
+    CLOSE_AUTH,
+    CLOSE_GOING_AWAY,
+    CLOSE_SLOW,
+    Close,
+    Session,
+)
+
+AUTH_SECONDS = 10.0
+"""A WebSocket client must send ``auth`` this soon after connecting."""
+SEND_SECONDS = 10.0
+"""A frame the client has not taken in this long makes it a slow consumer."""
+TICK_SECONDS = 1.0
+CLIENT_LEFT = Close(1000, "the client left")
+
+log = structlog.get_logger("roost.realtime")
+
+
+async def socket(websocket: WebSocket) -> None:
+    realtime = components(websocket).realtime
+    trusted = websocket.app.state.trusted_proxies
+    session = Session(realtime, client_ip(websocket.scope, trusted))
+    await websocket.accept()
+
+    async def send(frame: bytes) -> None:
+        await websocket.send({"type": "websocket.send", "text": frame.decode()})
+
+    async def read() -> None:
+        while session.closed is None:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                session.close(CLIENT_LEFT)
+                return
+            await session.receive(message.get("text") or message.get("bytes") or b"")
+
+    def deadline(now: float) -> Close | None:
+        if session.principal is None and now - opened > AUTH_SECONDS:
+            return CLOSE_AUTH
+        return session.overdue(now)
+
+    opened = time.monotonic()
+    await _serve(session, send, read, deadline)
+    reason = session.closed or CLOSE_GOING_AWAY
+    if reason is not CLIENT_LEFT:
+        try:
+            async with asyncio.timeout(1.0):
+                await websocket.close(reason.code, reason.reason)
+        except Exception:  # the client went away or stopped reading: nothing to tell it
+            pass
+
+
+async def sse(request: Request) -> Response:
+    """One subscription as Server-Sent Events; ``Last-Event-ID`` (or ``since``) resumes."""
+    realtime = components(request).realtime
+    trusted = request.app.state.trusted_proxies
+    session = Session(realtime, client_ip(request.scope, trusted), frame=sse_frame)
+    header = request.headers.get("authorization")
+    if header is None:
+        session.authenticate(ANONYMOUS, None)
+    else:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("the Authorization header must be 'Bearer <access token>'")
+        claims = realtime.tokens.verify(token.strip())
+        session.authenticate(claims.principal(), claims.expires)
+    params = request.query_params
+    since = request.headers.get("last-event-id") or params.get("since") or None
+    try:
+        await session.subscribe("sse", params.get("collection"), params.get("filter"), since)
+    except BaseException:
+        session.close(CLIENT_LEFT)
+        raise
+    return EventStream(session)
+
+
+def sse_frame(kind: str, message: dict[str, Any], cursor: str | None) -> bytes:
+    """A message as one Server-Sent Event: ``event`` is the op for record events, the
+    message type otherwise; ``id`` is the cursor when the message has one; pings are
+    comments."""
+    if kind == "ping":
+        return b": ping\n\n"
+    name = message["op"] if kind == "event" else kind
+    head = f"id: {cursor}\n" if cursor is not None else ""
+    return f"{head}event: {name}\ndata: ".encode() + orjson.dumps(message) + b"\n\n"
+
+
+class EventStream(Response):
+    media_type = "text/event-stream"
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.status_code = 200
+        self.background = None
+        self.init_headers({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        session = self.session
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+
+        async def write(frame: bytes) -> None:
+            await send({"type": "http.response.body", "body": frame, "more_body": True})
+
+        async def read() -> None:
+            while session.closed is None:
+                if (await receive())["type"] == "http.disconnect":
+                    session.close(CLIENT_LEFT)
+
+        def deadline(now: float) -> Close | None:
+            session.last_received = now  # an SSE client sends nothing after its request
+            return session.overdue(now)
+
+        await _serve(session, write, read, deadline)
+        try:
+            async with asyncio.timeout(1.0):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except Exception:  # the client is gone
+            pass
+
+
+async def _serve(
+    session: Session,
+    send: Callable[[bytes], Awaitable[None]],
+    read: Callable[[], Awaitable[None]],
+    deadline: Callable[[float], Close | None],
+) -> None:
+    """Write the session's frames until it closes, reading the client and watching the
+    clock meanwhile."""
+
+    async def watch() -> None:
+        while session.closed is None:
+            await asyncio.sleep(TICK_SECONDS)
+            reason = deadline(time.monotonic())
+            if reason is not None:
+                session.close(reason)
+
+    async def guarded(work: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await work()
+        except Exception as exc:  # the connection broke: the session ends
+            if session.closed is None:
+                log.info("realtime_connection_lost", error=type(exc).__name__)
+            session.close(CLIENT_LEFT)
+
+    helpers = [asyncio.create_task(guarded(read)), asyncio.create_task(watch())]
+    try:
+        while (frame := await session.next_frame()) is not None:
+            try:
+                async with asyncio.timeout(SEND_SECONDS):
+                    await send(frame)
+            except TimeoutError:
+                session.close(CLOSE_SLOW)
+            except Exception:  # the client is gone
+                session.close(CLIENT_LEFT)
+    finally:
+        session.close(CLOSE_GOING_AWAY)
+        for task in helpers:
+            task.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
