@@ -43,6 +43,13 @@ bench-postgres: $(STAMP)
 	  { apt-get update && apt-get install -y wrk postgresql postgresql-contrib; }
 	$(BIN)/python bench/postgres/run.py
 
+# 1,000 and 10,000 WebSocket subscribers on one Roost: delivery latency, events/s, memory
+# per connection (bench/README.md, "Realtime"); `make bench-realtime SUBSCRIBERS=1000`.
+.PHONY: bench-realtime
+bench-realtime: $(STAMP)
+	@$(BIN)/python -c 'import websockets, asyncpg' 2>/dev/null || $(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python bench/realtime/run.py
+
 # Roost under six workloads beside its ceilings, in the same run (bench/README.md):
 # `make bench` (under 10 minutes), `make bench-quick` (under 2). Add Parse Server with
 # `make bench PEER_PARSE_URL=http://127.0.0.1:1337/parse PEER_PARSE_DIR=/tmp/parse-peer`.
@@ -59,6 +66,7 @@ endef
 bench: $(STAMP)
 	$(bench-setup)
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/realtime/run.py
 
 bench-quick: $(STAMP)
 	$(bench-setup)

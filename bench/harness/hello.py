@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from granian import Granian
-from granian.constants import Interfaces, Loops
+from granian.constants import Interfaces, Loops, RuntimeModes
 from granian.log import LogLevels
 
 HOST = "127.0.0.1"
@@ -24,6 +24,7 @@ def main() -> None:
         interface=Interfaces.ASGI,
         workers=workers,
         loop=Loops.uvloop,
+        runtime_mode=RuntimeModes.st,  # as roost serve runs it
         log_level=LogLevels.warning,
         log_access=False,
         workers_kill_timeout=10,

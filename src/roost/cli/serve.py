@@ -69,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         interface=Interfaces.ASGI,
         workers=settings.workers,
         loop=Loops.uvloop,
+        # Granian's multi-threaded runtime (its ASGI default) panicked when a WebSocket
+        # client stopped reading; single-threaded serves HTTP as fast (make bench-quick).
         runtime_mode=RuntimeModes.st,
         log_level=LogLevels.warning,
         log_access=False,

@@ -45,7 +45,7 @@ def decode_cursor(cursor: str, log: LogState) -> int:
     """The position a cursor names; InvalidCursor when it is not one, ResyncRequired when
     it belongs to another database (an import) or its changes were pruned."""
     epoch, _, number = cursor.partition(".")
-    if not (number.isascii() and number.isdigit()) or len(number) > 19 or not epoch:
+    if len(cursor) > 64 or not (number.isascii() and number.isdigit()) or not epoch:
         raise InvalidCursor("the cursor is not one this server gave")
     if epoch != log.epoch:
         raise ResyncRequired("the cursor belongs to another database; sync again from scratch")

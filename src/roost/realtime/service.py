@@ -11,6 +11,7 @@ gap and no duplicate.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,6 +27,15 @@ from roost.records import collections
 from roost.records.collections import Collection
 from roost.settings import Settings
 from roost.storage.base import Storage
+
+TICK_SECONDS = 1.0
+"""How often every session's clock is checked (``Session.tick``)."""
+
+
+class Ticking(Protocol):
+    """A realtime session, as the instance's clock sees it."""
+
+    def tick(self, now: float) -> None: ...
 
 
 class Paced(Protocol):
@@ -51,6 +61,7 @@ class Realtime:
         self.feed = Feed(storage, broker, self.hub, settings.realtime_poll_seconds)
         self.epoch = ""
         self._connections: Counter[str] = Counter()
+        self._sessions: set[Ticking] = set()
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -58,13 +69,33 @@ class Realtime:
         self.epoch = (await self.storage.log_state()).epoch
         await self.feed.start()
         stop = asyncio.Event()
-        task = asyncio.create_task(self.feed.run(stop), name="roost-realtime-feed")
+        feed = asyncio.create_task(self.feed.run(stop), name="roost-realtime-feed")
+        clock = asyncio.create_task(self._tick(stop), name="roost-realtime-clock")
         try:
             yield
         finally:
             stop.set()
             self.feed.wake()
-            await task
+            await asyncio.gather(feed, clock)
+
+    def watch(self, session: Ticking) -> None:
+        self._sessions.add(session)
+
+    def forget(self, session: Ticking) -> None:
+        self._sessions.discard(session)
+
+    async def _tick(self, stop: asyncio.Event) -> None:
+        """One clock for every session (not a timer each: 10,000 connections would wake
+        the loop 10,000 times a second)."""
+        while not stop.is_set():
+            try:
+                async with asyncio.timeout(TICK_SECONDS):
+                    await stop.wait()
+            except TimeoutError:
+                pass
+            now = time.monotonic()
+            for session in list(self._sessions):
+                session.tick(now)
 
     def cursor(self, position: int) -> str:
         return encode_cursor(self.epoch, position)
@@ -72,10 +103,6 @@ class Realtime:
     async def collection(self, name: str) -> Collection:
         async with self.storage.read() as conn:
             return await collections.load(conn, name)
-
-    @property
-    def connections(self) -> int:
-        return sum(self._connections.values())
 
     def connect(self, key: str) -> None:
         """Count one more connection of ``key`` (a user, or an anonymous client address)."""

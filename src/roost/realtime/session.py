@@ -39,6 +39,10 @@ from roost.records.service import ExpressionContext
 MAX_SUBSCRIPTION_ID = 64
 TOKEN_LEEWAY_SECONDS = 5
 """A connection whose access token expired this long ago without an ``auth`` is closed."""
+AUTH_SECONDS = 10.0
+"""A WebSocket client must send ``auth`` this soon after connecting."""
+SEND_SECONDS = 10.0
+"""A frame the client has not taken in this long makes it a slow consumer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +69,23 @@ def json_frame(kind: str, message: dict[str, Any], cursor: str | None) -> bytes:
 
 
 class Session:
-    def __init__(self, realtime: Realtime, client: str, frame: Frame = json_frame) -> None:
+    """Created when the transport has accepted the connection, and watched by the
+    instance's clock (``Realtime.tick``) until it closes. ``listens``: the client sends
+    messages (WebSocket: ``auth`` first, then at least pongs); an SSE client does not."""
+
+    def __init__(
+        self, realtime: Realtime, client: str, frame: Frame = json_frame, listens: bool = True
+    ) -> None:
         self.realtime = realtime
         self.principal: Principal | None = None
         self.expires: float | None = None
         self.subs: dict[str, Subscription] = {}
         self.closed: Close | None = None
-        self.last_received = self.last_sent = time.monotonic()
+        self.opened = self.last_received = self.last_sent = time.monotonic()
+        self.sending_since: float | None = None
+        """When the transport began the send that has not finished yet."""
+        self._listens = listens
+        self._on_close: list[Callable[[], None]] = []
         self._client = client
         self._frame = frame
         self._key: str | None = None
@@ -80,6 +94,7 @@ class Session:
         self._readable = asyncio.Event()
         self._room = asyncio.Event()
         self._replays: set[asyncio.Task[None]] = set()
+        realtime.watch(self)
 
     # the send queue
 
@@ -104,10 +119,17 @@ class Session:
         self.last_sent = time.monotonic()
         return self._queue.popleft()
 
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` when the session closes (the transport stops its tasks)."""
+        self._on_close.append(callback)
+
     def close(self, reason: Close) -> None:
         if self.closed is not None:
             return
         self.closed = reason
+        self.realtime.forget(self)
+        for callback in self._on_close:
+            callback()
         self._queue.clear()
         self._readable.set()
         self._room.set()
@@ -305,15 +327,26 @@ class Session:
 
     # timers
 
-    def overdue(self, now: float) -> Close | None:
-        """Why the session must close now (token expired, client silent), if it must;
-        sends a ping when nothing was sent for a while."""
-        settings = self.realtime.settings
-        if self.expires is not None and time.time() > self.expires + TOKEN_LEEWAY_SECONDS:
-            return CLOSE_EXPIRED
-        if now - self.last_received > settings.realtime_idle_seconds:
-            return CLOSE_IDLE
-        if now - self.last_sent > settings.realtime_ping_seconds:
+    def tick(self, now: float) -> None:
+        """Close the session when it must (no ``auth`` in time, token expired, client
+        silent, a send stuck); else ping a client that was sent nothing for a while."""
+        reason = self._overdue(now)
+        if reason is not None:
+            self.close(reason)
+        elif now - self.last_sent > self.realtime.settings.realtime_ping_seconds:
             self.send("ping", {})
             self.last_sent = now
+
+    def _overdue(self, now: float) -> Close | None:
+        if self.sending_since is not None and now - self.sending_since > SEND_SECONDS:
+            return CLOSE_SLOW
+        if self.expires is not None and time.time() > self.expires + TOKEN_LEEWAY_SECONDS:
+            return CLOSE_EXPIRED
+        if self._listens and self.principal is None and now - self.opened > AUTH_SECONDS:
+            return CLOSE_AUTH
+        if (
+            self._listens
+            and now - self.last_received > self.realtime.settings.realtime_idle_seconds
+        ):
+            return CLOSE_IDLE
         return None

@@ -75,8 +75,10 @@ class ServiceDialect(PostgresDialect):
         return "?"
 
 
-POSITION = "SELECT pg_current_wal_lsn()::text AS lsn"
-"""Read after a commit: a replica that has replayed up to here has the commit."""
+POSITION = "SELECT pg_current_wal_insert_lsn()::text AS lsn"
+"""Read after a commit: a replica that has replayed up to here has the commit. The insert
+position, not ``pg_current_wal_lsn()`` (written so far): with ``synchronous_commit`` off a
+commit returns before its record is written, and the write position can be short of it."""
 REPLICA_CONNECT_TIMEOUT = 2.0
 """Seconds to connect to a replica before the read goes to the primary instead."""
 INDEX_PREFIX = "ix_"

@@ -1,9 +1,10 @@
 """Realtime transports: ``GET /api/realtime`` (WebSocket) and ``GET /api/realtime/sse``.
 
 Both run a ``realtime.session.Session``: one task writes its queue to the client, one
-reads the client (messages, or the disconnect), one watches the clock (token expiry,
-idle client, pings). The first to finish ends the connection with the session's close
-reason. ``docs/reference/realtime.md`` is the protocol.
+reads the client (messages, or the disconnect); the instance's clock closes sessions
+that are overdue (token expired, client silent, a send stuck). When the session closes,
+both tasks stop and the connection ends with the session's close reason.
+``docs/reference/realtime.md`` is the protocol.
 """
 
 from __future__ import annotations
@@ -24,19 +25,8 @@ from roost.auth.principal import ANONYMOUS
 from roost.errors import Unauthorized
 from roost.http.client import client_ip
 from roost.http.context import components
-from roost.realtime.session import (
-    CLOSE_AUTH,
-    CLOSE_GOING_AWAY,
-    CLOSE_SLOW,
-    Close,
-    Session,
-)
+from roost.realtime.session import CLOSE_GOING_AWAY, SEND_SECONDS, Close, Session
 
-AUTH_SECONDS = 10.0
-"""A WebSocket client must send ``auth`` this soon after connecting."""
-SEND_SECONDS = 10.0
-"""A frame the client has not taken in this long makes it a slow consumer."""
-TICK_SECONDS = 1.0
 CLIENT_LEFT = Close(1000, "the client left")
 
 log = structlog.get_logger("roost.realtime")
@@ -45,8 +35,8 @@ log = structlog.get_logger("roost.realtime")
 async def socket(websocket: WebSocket) -> None:
     realtime = components(websocket).realtime
     trusted = websocket.app.state.trusted_proxies
-    session = Session(realtime, client_ip(websocket.scope, trusted))
     await websocket.accept()
+    session = Session(realtime, client_ip(websocket.scope, trusted))
 
     async def send(frame: bytes) -> None:
         await websocket.send({"type": "websocket.send", "text": frame.decode()})
@@ -59,27 +49,24 @@ async def socket(websocket: WebSocket) -> None:
                 return
             await session.receive(message.get("text") or message.get("bytes") or b"")
 
-    def deadline(now: float) -> Close | None:
-        if session.principal is None and now - opened > AUTH_SECONDS:
-            return CLOSE_AUTH
-        return session.overdue(now)
-
-    opened = time.monotonic()
-    await _serve(session, send, read, deadline)
+    await _serve(session, send, read)
     reason = session.closed or CLOSE_GOING_AWAY
     if reason is not CLIENT_LEFT:
-        try:
-            async with asyncio.timeout(1.0):
+        try:  # behind what the client has not read yet: as long as a stuck send may take
+            async with asyncio.timeout(SEND_SECONDS):
                 await websocket.close(reason.code, reason.reason)
         except Exception:  # the client went away or stopped reading: nothing to tell it
             pass
+    user = session.principal.id if session.principal is not None else None
+    seconds = round(time.monotonic() - session.opened, 1)
+    log.info("realtime_closed", code=reason.code, reason=reason.reason, user=user, s=seconds)
 
 
 async def sse(request: Request) -> Response:
     """One subscription as Server-Sent Events; ``Last-Event-ID`` (or ``since``) resumes."""
     realtime = components(request).realtime
     trusted = request.app.state.trusted_proxies
-    session = Session(realtime, client_ip(request.scope, trusted), frame=sse_frame)
+    session = Session(realtime, client_ip(request.scope, trusted), sse_frame, listens=False)
     header = request.headers.get("authorization")
     if header is None:
         session.authenticate(ANONYMOUS, None)
@@ -131,11 +118,7 @@ class EventStream(Response):
                 if (await receive())["type"] == "http.disconnect":
                     session.close(CLIENT_LEFT)
 
-        def deadline(now: float) -> Close | None:
-            session.last_received = now  # an SSE client sends nothing after its request
-            return session.overdue(now)
-
-        await _serve(session, write, read, deadline)
+        await _serve(session, write, read)
         try:
             async with asyncio.timeout(1.0):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -147,17 +130,16 @@ async def _serve(
     session: Session,
     send: Callable[[bytes], Awaitable[None]],
     read: Callable[[], Awaitable[None]],
-    deadline: Callable[[float], Close | None],
 ) -> None:
-    """Write the session's frames until it closes, reading the client and watching the
-    clock meanwhile."""
+    """Write the session's frames and read the client until the session closes; closing
+    it (from anywhere: the clock, a full queue, the client leaving) stops both, even a
+    send the client does not take."""
 
-    async def watch() -> None:
-        while session.closed is None:
-            await asyncio.sleep(TICK_SECONDS)
-            reason = deadline(time.monotonic())
-            if reason is not None:
-                session.close(reason)
+    async def write() -> None:
+        while (frame := await session.next_frame()) is not None:
+            session.sending_since = time.monotonic()
+            await send(frame)
+            session.sending_since = None
 
     async def guarded(work: Callable[[], Awaitable[None]]) -> None:
         try:
@@ -167,18 +149,15 @@ async def _serve(
                 log.info("realtime_connection_lost", error=type(exc).__name__)
             session.close(CLIENT_LEFT)
 
-    helpers = [asyncio.create_task(guarded(read)), asyncio.create_task(watch())]
+    tasks = [asyncio.create_task(guarded(read)), asyncio.create_task(guarded(write))]
+
+    def stop() -> None:
+        for task in tasks:
+            task.cancel()
+
+    session.on_close(stop)
     try:
-        while (frame := await session.next_frame()) is not None:
-            try:
-                async with asyncio.timeout(SEND_SECONDS):
-                    await send(frame)
-            except TimeoutError:
-                session.close(CLOSE_SLOW)
-            except Exception:  # the client is gone
-                session.close(CLIENT_LEFT)
+        await asyncio.wait(tasks)
     finally:
         session.close(CLOSE_GOING_AWAY)
-        for task in helpers:
-            task.cancel()
-        await asyncio.gather(*helpers, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
