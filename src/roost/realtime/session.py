@@ -70,7 +70,7 @@ def json_frame(kind: str, message: dict[str, Any], cursor: str | None) -> bytes:
 
 class Session:
     """Created when the transport has accepted the connection, and watched by the
-    instance's clock (``Realtime.tick``) until it closes. ``listens``: the client sends
+    instance's clock (``Realtime.watch``) until it closes. ``listens``: the client sends
     messages (WebSocket: ``auth`` first, then at least pongs); an SSE client does not."""
 
     def __init__(
