@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_settings
+from roost.storage import base
 from roost.storage.base import (
     IndexSpec,
     MissingTable,
@@ -113,6 +114,32 @@ async def test_changes_are_ordered_filtered_and_limited(storage: Storage) -> Non
     after = await storage.changes_since(positions[1], None, 2)
     assert [c.record_id for c in after] == ["r2", "r3"]
     assert await storage.changes_since(positions[-1], None, 10) == []
+
+
+async def test_changes_keep_record_states_and_pruning_raises_the_floor(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(base, "PRUNE_BATCH", 2)  # several batches
+    await define(storage, "posts")
+    start = await storage.log_state()
+    assert (start.floor, start.head) == (0, 0) and len(start.epoch) == 16
+    async with storage.write() as conn:
+        await storage.append_change(
+            conn, "posts", "a", "update", 2, None, NOW, record='{"v":2}', before='{"v":1}'
+        )
+    for index in range(4):
+        await insert(storage, "posts", f"r{index}")
+    changes = await storage.changes_since(0, None, 100)
+    assert (changes[0].record, changes[0].before) == ('{"v":2}', '{"v":1}')
+    assert await storage.prune_changes("2000-01-01T00:00:00.000Z") == 0  # nothing that old
+    later = "2027-01-01T00:00:00.000Z"
+    async with storage.write() as conn:  # made after the cutoff: kept
+        await storage.append_change(conn, "posts", "late", "create", 1, None, later)
+    assert await storage.prune_changes("2026-06-01T00:00:00.000Z") == 5
+    log = await storage.log_state()
+    assert (log.epoch, log.floor) == (start.epoch, changes[-1].position)
+    assert [c.record_id for c in await storage.changes_since(0, None, 100)] == ["late"]
+    assert log.head == (await storage.changes_since(0, None, 100))[-1].position
 
 
 async def test_unique_indexes_refuse_duplicates(storage: Storage) -> None:

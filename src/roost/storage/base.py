@@ -21,6 +21,8 @@ from roost.settings import Settings
 Row = Mapping[str, Any]
 _LSN = re.compile(r"[0-9A-F]{1,8}/[0-9A-F]{1,8}", re.IGNORECASE)
 Op = Literal["create", "update", "delete"]
+PRUNE_BATCH = 10_000
+"""Changes deleted per transaction when the change log is pruned."""
 
 
 class StorageError(Exception):
@@ -196,10 +198,28 @@ class Storage(ABC):
     async def log_state(self) -> LogState:
         """The change log's epoch, pruned floor and head."""
 
-    @abstractmethod
     async def prune_changes(self, before: str) -> int:
         """Delete the changes made before the time ``before`` (ISO 8601 UTC) that readers
-        can see, raising the floor to the last position deleted; return how many."""
+        can see; return how many. The floor is raised first, in its own transaction, so
+        no cursor is ever accepted whose next changes are being deleted; the deletes then
+        go in batches of ``PRUNE_BATCH``, so writers wait for one batch at most."""
+        last = await self._raise_floor(before)
+        deleted = 0
+        while last is not None:
+            count = await self._delete_changes(last, PRUNE_BATCH)
+            deleted += count
+            if count < PRUNE_BATCH:
+                break
+        return deleted
+
+    @abstractmethod
+    async def _raise_floor(self, before: str) -> int | None:
+        """Raise the floor to the last readable position written before ``before`` and
+        return it (None when there is none)."""
+
+    @abstractmethod
+    async def _delete_changes(self, through: int, limit: int) -> int:
+        """Delete up to ``limit`` changes at or below ``through``, lowest first."""
 
     @abstractmethod
     async def define_collection(

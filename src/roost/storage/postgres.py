@@ -503,19 +503,26 @@ class PostgresStorage(Storage):
         assert row is not None
         return LogState(row["epoch"], row["floor"], row["head"])
 
-    async def prune_changes(self, before: str) -> int:
+    async def _raise_floor(self, before: str) -> int | None:
         async with self.write() as conn:
-            # Not while a stamping step runs: both lock the same _changes rows.
-            await conn.execute(f"SELECT pg_advisory_xact_lock({LOCK_CLASS}, {STAMP_LOCK})")
             row = await conn.fetch_one(
                 "SELECT max(position) AS last FROM _changes WHERE position IS NOT NULL AND at < ?",
                 (before,),
             )
-            if row is None or row["last"] is None:
-                return 0
-            deleted = await conn.execute("DELETE FROM _changes WHERE position <= ?", (row["last"],))
-            await conn.execute("UPDATE _log SET floor = greatest(floor, ?)", (row["last"],))
-        return deleted
+            last: int | None = None if row is None else row["last"]
+            if last is not None:
+                await conn.execute("UPDATE _log SET floor = greatest(floor, ?)", (last,))
+        return last
+
+    async def _delete_changes(self, through: int, limit: int) -> int:
+        async with self.write() as conn:
+            # Not while a stamping step runs: both lock the same _changes rows.
+            await conn.execute(f"SELECT pg_advisory_xact_lock({LOCK_CLASS}, {STAMP_LOCK})")
+            return await conn.execute(
+                "DELETE FROM _changes WHERE id IN (SELECT id FROM _changes"
+                " WHERE position <= ? ORDER BY position LIMIT ?)",
+                (through, limit),
+            )
 
     async def define_collection(
         self, conn: Connection, name: str, indexes: Sequence[IndexSpec]

@@ -428,18 +428,23 @@ class SQLiteStorage(Storage):
         assert row is not None
         return LogState(row["epoch"], row["floor"], row["head"] or 0)
 
-    async def prune_changes(self, before: str) -> int:
+    async def _raise_floor(self, before: str) -> int | None:
         async with self.write() as conn:
             row = await conn.fetch_one(
                 "SELECT max(position) AS last FROM _changes WHERE at < ?", (before,)
             )
-            if row is None or row["last"] is None:
-                return 0
-            deleted = await _off_loop(conn)(
-                "DELETE FROM _changes WHERE position <= ?", (row["last"],)
+            last: int | None = None if row is None else row["last"]
+            if last is not None:
+                await conn.execute("UPDATE _log SET floor = max(floor, ?)", (last,))
+        return last
+
+    async def _delete_changes(self, through: int, limit: int) -> int:
+        async with self.write() as conn:
+            return await _off_loop(conn)(
+                "DELETE FROM _changes WHERE position IN (SELECT position FROM _changes"
+                " WHERE position <= ? ORDER BY position LIMIT ?)",
+                (through, limit),
             )
-            await conn.execute("UPDATE _log SET floor = max(floor, ?)", (row["last"],))
-        return deleted
 
     async def define_collection(
         self, conn: Connection, name: str, indexes: Sequence[IndexSpec]
