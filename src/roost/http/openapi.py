@@ -5,6 +5,7 @@ from __future__ import annotations
 from roost import __version__
 from roost.http.openapi_auth import auth_paths, user_paths
 from roost.http.openapi_schemas import (
+    CACHED,
     ETAG,
     IDEMPOTENCY,
     IF_MATCH,
@@ -68,7 +69,9 @@ def build_spec() -> Schema:
         },
         "/api/collections/{name}/records": {
             "get": operation(
-                "List records", {"200": ok("A page", ref("Page"))}, parameters=LIST_PARAMETERS
+                "List records",
+                {"200": ok("A page", ref("Page"), CACHED), "304": ok("Not modified")},
+                parameters=LIST_PARAMETERS,
             ),
             "post": operation(
                 "Create a record",
@@ -80,7 +83,7 @@ def build_spec() -> Schema:
         "/api/collections/{name}/records/{id}": {
             "get": operation(
                 "Get a record",
-                {"200": ok("Found", ref("Record"), ETAG), "304": ok("Not modified")},
+                {"200": ok("Found", ref("Record"), CACHED), "304": ok("Not modified")},
                 parameters=[NAME, RECORD_ID, param("If-None-Match", "header", STRING)],
             ),
             "patch": operation(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from roost.http.openapi_schemas import (
     BODY_ERRORS,
-    ETAG,
+    CACHED,
     LIST_PARAMETERS,
     STRING,
     UUID7,
@@ -26,7 +26,7 @@ def user_paths() -> dict[str, Schema]:
             "get": operation(
                 "List users (the `users` collection under its list rule: by default a user"
                 " sees only themself, an admin everyone)",
-                {"200": ok("A page", ref("UserPage"))},
+                {"200": ok("A page", ref("UserPage"), CACHED), "304": ok("Not modified")},
                 parameters=[p for p in LIST_PARAMETERS if p["name"] != "name"],
                 errors=("400", "401", "403", "503"),
             )
@@ -34,7 +34,7 @@ def user_paths() -> dict[str, Schema]:
         "/api/users/{id}": {
             "get": operation(
                 "Get a user (404 when the view rule hides them)",
-                {"200": ok("Found", ref("User"), ETAG), "304": ok("Not modified")},
+                {"200": ok("Found", ref("User"), CACHED), "304": ok("Not modified")},
                 parameters=[USER_ID, param("If-None-Match", "header", STRING)],
                 errors=("400", "401", "403", "404", "503"),
             )

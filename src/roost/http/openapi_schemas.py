@@ -109,6 +109,14 @@ IF_MATCH = param(
     'Version the write expects, e.g. "3"',
 )
 ETAG = {"ETag": {"schema": STRING, "description": "The record version"}}
+CACHED = {
+    "ETag": {"schema": STRING, "description": "The record version, or a page's content tag"},
+    "Cache-Control": {
+        "schema": STRING,
+        "description": "`private, no-cache` unless the collection sets `cache_max_age`",
+    },
+}
+"""Headers of a record or page read: send the ETag back in ``If-None-Match`` for a 304."""
 TIMESTAMP = {"type": "string", "format": "date-time"}
 SPACES = "".join(f"\\u{ord(c):04x}" for c in map(chr, range(0x3001)) if c.isspace())
 """What ``str.strip()`` removes and the server's ``\\s`` matches, spelled out: regex engines
@@ -191,7 +199,16 @@ DEFINITION_PROPERTIES: Schema = {
     },
     "options": {
         "type": "object",
-        "properties": {"strict": {"type": "boolean"}},
+        "properties": {
+            "strict": {"type": "boolean"},
+            "cache_max_age": {
+                "type": ["integer", "null"],
+                "minimum": 0,
+                "maximum": 365 * 24 * 3600,
+                "description": "Seconds HTTP caches may reuse records and pages; null:"
+                " revalidate every time",
+            },
+        },
         "additionalProperties": False,
     },
 }

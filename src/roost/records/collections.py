@@ -69,6 +69,9 @@ class Options(BaseModel):
 
     strict: bool = False
     """Reject record fields that the schema does not declare."""
+    cache_max_age: int | None = Field(default=None, ge=0, le=365 * 24 * 3600)
+    """Seconds clients (and, for data anyone may read, shared caches) may reuse a record
+    or page without asking again; None: they revalidate every time (``no-cache``)."""
 
 
 class CollectionDef(BaseModel):

@@ -80,6 +80,30 @@ class Page:
     """Records, or (when the database can write them) their JSON text, which the response
     embeds as it is: serialised once."""
     next_cursor: str | None
+    cache_control: str
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """One record as the caller may see it, and how long HTTP caches may keep it."""
+
+    record: JSONObject
+    cache_control: str
+
+
+def cache_control(collection: Collection) -> str:
+    """The ``Cache-Control`` of a collection's records and pages. Without
+    ``cache_max_age``: ``private, no-cache`` (revalidate with the ETag each time). With it,
+    ``public`` only when anyone may read every field of every record (``""`` list and view
+    rules, no hidden fields): else what a response holds depends on who asked, and a
+    shared cache must not keep it."""
+    definition = collection.definition
+    max_age = definition.options.cache_max_age
+    if max_age is None:
+        return "private, no-cache"
+    rules = definition.rules
+    shared = rules.list == "" and rules.view == "" and not definition.hidden_fields
+    return f"{'public' if shared else 'private'}, max-age={max_age}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +173,7 @@ class Records:
 
     # reads
 
-    async def get(self, name: str, record_id: str, principal: Principal) -> JSONObject:
+    async def get(self, name: str, record_id: str, principal: Principal) -> Read:
         record_id = checked_id(record_id)
         table = table_name(collections.valid_name(name))
         async with self._storage.read(replica=True) as conn:
@@ -166,7 +190,7 @@ class Records:
         collection = collections.from_joined(row)
         record = to_public(row)
         check(collection, "view", principal, record, ExpressionContext(principal))
-        return strip_hidden(collection, principal, record)
+        return Read(strip_hidden(collection, principal, record), cache_control(collection))
 
     async def query(
         self,
@@ -225,12 +249,13 @@ class Records:
             next_cursor = self._cursors.encode(
                 scope, [last_row[f"_k{i}"] for i in range(len(keys))]
             )
+        control = cache_control(collection)
         if encoded is not None:
-            return Page([orjson.Fragment(row["_json"]) for row in rows], next_cursor)
+            return Page([orjson.Fragment(row["_json"]) for row in rows], next_cursor, control)
         items = [strip_hidden(collection, principal, to_public(row)) for row in rows]
         if projection is not None:
             items = [project(item, projection) for item in items]
-        return Page(items, next_cursor)
+        return Page(items, next_cursor, control)
 
     # writes
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -30,21 +33,34 @@ async def list_records(request: Request) -> Response:
         cursor=params.get("cursor") or None,
         fields=params.get("fields") or None,
     )
-    return JSONResponse({"items": page.items, "next_cursor": page.next_cursor})
+    body = orjson.dumps({"items": page.items, "next_cursor": page.next_cursor})
+    return cacheable(request, body, content_tag(body), page.cache_control)
 
 
 async def get_record(request: Request) -> Response:
-    record = await components(request).records.get(
+    read = await components(request).records.get(
         request.path_params["name"], request.path_params["id"], await principal(request)
     )
-    etag = version_tag(record["version"])
+    body = orjson.dumps(read.record)
+    return cacheable(request, body, version_tag(read.record["version"]), read.cache_control)
+
+
+def content_tag(body: bytes) -> str:
+    """A weak ETag naming a response body (a page: its records and its cursor)."""
+    return f'W/"{hashlib.blake2b(body, digest_size=12).hexdigest()}"'
+
+
+def cacheable(request: Request, body: bytes, etag: str, cache_control: str) -> Response:
+    """The JSON ``body`` with its validators, or ``304`` when the client holds it already
+    (``If-None-Match`` names ``etag``, weakly compared as RFC 9110 says for GET)."""
+    headers = {"ETag": etag, "Cache-Control": cache_control}
     wanted = request.headers.get("if-none-match")
-    if wanted is not None and (
-        wanted.strip() == "*"
-        or etag in [tag.strip().removeprefix("W/") for tag in wanted.split(",")]
-    ):
-        return Response(status_code=304, headers={"ETag": etag})
-    return JSONResponse(record, headers={"ETag": etag})
+    if wanted is not None:
+        plain = etag.removeprefix("W/")
+        tags = [tag.strip().removeprefix("W/") for tag in wanted.split(",")]
+        if wanted.strip() == "*" or plain in tags:
+            return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
 
 
 async def create_record(request: Request) -> Response:
