@@ -23,7 +23,7 @@ from roost.components import Components
 from roost.http.app import create_app
 from roost.settings import Settings
 
-pytest_plugins = ["redis_server", "postgres_server"]
+pytest_plugins = ["redis_server", "redis_cluster", "postgres_server"]
 
 ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "correct-horse-battery"

@@ -29,9 +29,7 @@ async def test_a_record_revalidates_with_its_version(posts: Api) -> None:
     assert (again.status_code, again.content) == (304, b"")
     assert again.headers["etag"] == '"1"'
     assert (await read(posts, path, 'W/"1", "9"')).status_code == 304
-    changed = await posts.client.patch(
-        path, json={"score": 5}, headers=posts.auth_headers("admin")
-    )
+    changed = await posts.client.patch(path, json={"score": 5}, headers=posts.auth_headers("admin"))
     assert changed.status_code == 200
     stale = await read(posts, path, '"1"')
     assert (stale.status_code, stale.headers["etag"], stale.json()["score"]) == (200, '"2"', 5)

@@ -24,6 +24,7 @@ LAYERS = {
     "mail": 1,
     "ratelimit": 1,
     "broker": 1,
+    "cache": 1,
     "auth": 2,
     "records": 2,
     "realtime": 3,

@@ -31,8 +31,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import structlog
 
+from roost.backends import MissingDependency
 from roost.broker.base import Broker, Wake
-from roost.ratelimit.base import MissingDependency
 
 try:
     import redis.asyncio as aioredis

@@ -28,17 +28,6 @@ MIN_RETRY_AFTER = 0.001
 """Seconds: a refused hit never reports a wait of zero, even when the window frees now."""
 
 
-class MissingDependency(ImportError):
-    """A backend needs a package that is not installed; the message names the extra."""
-
-    def __init__(self, package: str, extra: str) -> None:
-        super().__init__(
-            f"this backend needs the {package!r} package: pip install 'roost[{extra}]'"
-        )
-        self.package = package
-        self.extra = extra
-
-
 class RateLimiter(ABC):
     """Counts hits per (limit, key) and refuses the ones over the limit."""
 

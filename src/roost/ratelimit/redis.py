@@ -24,9 +24,9 @@ from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 
+from roost.backends import MissingDependency
 from roost.errors import Unavailable
 from roost.ratelimit.base import (
-    MissingDependency,
     RateLimiter,
     hit_moving_window,
     parse_limit,
