@@ -101,9 +101,10 @@ class SyncingReader:
         """Page while the writers run, then until caught up."""
         deadline = time.monotonic() + DEADLINE_SECONDS
         while time.monotonic() < deadline:
-            self.pages_while_writing += writing.is_set()
+            was_writing = writing.is_set()  # before the request: its page saw every write
+            self.pages_while_writing += was_writing
             if not await self.page():
-                if not writing.is_set():
+                if not was_writing:
                     return
                 await asyncio.sleep(0.005)
             else:
