@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import sys
 
@@ -43,7 +44,13 @@ def app_factory() -> Starlette:
     """What each worker process imports: the app, from the environment's settings."""
     settings = Settings()
     configure_logging(settings.log_level)
-    return create_app(settings)
+    app = create_app(settings)
+    # Everything imported so far lives as long as the process: keep it out of the garbage
+    # collector's full passes, which otherwise walk it all while holding the event loop
+    # (with 10,000 realtime connections those passes took about half a second).
+    gc.collect()
+    gc.freeze()
+    return app
 
 
 async def _admin_hint(settings: Settings) -> None:
