@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import statistics
 import subprocess
 from collections.abc import Iterator
@@ -19,15 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.backends import PGBENCH_DATABASE, POOL, SQL, Backend
-from harness.client import free_port, wait_until_ready
+from harness.client import free_port
 from harness.cpu import Meter, session_pids
 from harness.load import Load
 from harness.pgbench import pgbench, pgbench_binary, pgbench_init
+from harness.process import serving
 from harness.roost import VENV_PY
 
 HERE = Path(__file__).resolve().parent
 FRAMEWORK = HERE.parent / "framework"  # apps.py: the bare ASGI app
-READY_TIMEOUT = 30.0
 
 
 @dataclass
@@ -47,24 +46,10 @@ class HelloServer:
 def hello_server(workers: int, log_path: Path) -> Iterator[HelloServer]:
     """``hello.py`` with ``workers`` workers in its own session, until the block ends."""
     port = free_port()
+    command = [VENV_PY, str(HERE / "hello.py"), str(port), str(workers)]
     env = {**os.environ, "PYTHONPATH": str(FRAMEWORK)}
-    with log_path.open("ab") as log_file:
-        process = subprocess.Popen(
-            [VENV_PY, str(HERE / "hello.py"), str(port), str(workers)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log_file,
-            start_new_session=True,
-        )
-    try:
-        wait_until_ready(port, "/", READY_TIMEOUT, lambda: process.poll() is None)
+    with serving(command, port, log_path, env) as process:
         yield HelloServer(port, process)
-    finally:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=30)
-        except ProcessLookupError:
-            pass
 
 
 def db_load(

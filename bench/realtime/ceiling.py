@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.client import free_port, wait_until_ready
+from harness.client import free_port
 from harness.cpu import session_pids
+from harness.process import serving
 from harness.roost import VENV_PY
 
 HERE = Path(__file__).resolve().parent
-READY_TIMEOUT = 30.0
 
 
 @dataclass
@@ -30,24 +29,7 @@ class BareServer:
 @contextmanager
 def bare_server(log_path: Path) -> Iterator[BareServer]:
     port = free_port()
-    with log_path.open("ab") as log_file:
-        process = subprocess.Popen(
-            [VENV_PY, str(HERE / "bare.py"), str(port)],
-            env={**os.environ, "PYTHONPATH": str(HERE)},
-            cwd=HERE,
-            stdout=subprocess.DEVNULL,
-            stderr=log_file,
-            start_new_session=True,
-        )
-    try:
-        wait_until_ready(port, "/", READY_TIMEOUT, lambda: process.poll() is None)
+    command = [VENV_PY, str(HERE / "bare.py"), str(port)]
+    env = {**os.environ, "PYTHONPATH": str(HERE)}
+    with serving(command, port, log_path, env, cwd=HERE) as process:
         yield BareServer(process, port)
-    finally:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        except ProcessLookupError:
-            pass

@@ -88,10 +88,15 @@ class Reader:
     principal: Principal
     filter: Expr | None = None
 
-    def sees(self, collection: Collection, record: JSONObject | None) -> bool:
+    def sees(
+        self,
+        collection: Collection,
+        record: JSONObject | None,
+        context: ExpressionContext | None = None,
+    ) -> bool:
         if record is None:
             return False
-        context = ExpressionContext(self.principal)
+        context = context or ExpressionContext(self.principal)
         return (
             allows(collection, "list", self.principal, record, context)
             and allows(collection, "view", self.principal, record, context)
@@ -100,8 +105,9 @@ class Reader:
 
     def op_of(self, collection: Collection, changed: Changed) -> EventOp | None:
         """What ``changed`` is to this reader (see the module's table), or None."""
-        now = self.sees(collection, changed.after)
-        then = changed.before is not None and self.sees(collection, changed.before)
+        context = ExpressionContext(self.principal)  # one ``@now`` for both states
+        now = self.sees(collection, changed.after, context)
+        then = self.sees(collection, changed.before, context)
         if now:
             if then:
                 return "update"

@@ -120,7 +120,11 @@ class Hub:
 
     def __init__(self) -> None:
         self._filed: dict[str, Filed] = {}
-        self.count = 0
+
+    @property
+    def count(self) -> int:
+        """Subscriptions filed on this instance."""
+        return sum(filed.size for filed in self._filed.values())
 
     def watches(self, collection: str) -> bool:
         return collection in self._filed
@@ -129,14 +133,12 @@ class Hub:
         filed = self._filed.setdefault(sub.collection, Filed(_rules_of(collection)))
         sub.key = key_of(sub.reader, collection)
         filed.add(sub)
-        self.count += 1
 
     def remove(self, sub: Subscription) -> None:
         filed = self._filed.get(sub.collection)
         if filed is None:
             return
-        if filed.remove(sub):
-            self.count -= 1
+        filed.remove(sub)
         if filed.size == 0:
             del self._filed[sub.collection]
 

@@ -32,17 +32,14 @@ TICK_SECONDS = 1.0
 """How often every session's clock is checked (``Session.tick``)."""
 
 
-class Ticking(Protocol):
-    """A realtime session, as the instance's clock sees it."""
-
-    def tick(self, now: float) -> None: ...
-
-
-class Paced(Protocol):
-    """A subscriber that can wait for room in its send queue (a realtime session)."""
+class Subscriber(Protocol):
+    """A realtime session, as the instance sees it: its clock ticks it, a replay paces
+    itself on it."""
 
     @property
     def closed(self) -> object: ...
+
+    def tick(self, now: float) -> None: ...
 
     async def replayed(
         self, sub: Subscription, op: EventOp, changed: Changed, collection: Collection
@@ -61,7 +58,7 @@ class Realtime:
         self.feed = Feed(storage, broker, self.hub, settings.realtime_poll_seconds)
         self.epoch = ""
         self._connections: Counter[str] = Counter()
-        self._sessions: set[Ticking] = set()
+        self._sessions: set[Subscriber] = set()
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -78,10 +75,10 @@ class Realtime:
             self.feed.wake()
             await asyncio.gather(feed, clock)
 
-    def watch(self, session: Ticking) -> None:
+    def watch(self, session: Subscriber) -> None:
         self._sessions.add(session)
 
-    def forget(self, session: Ticking) -> None:
+    def forget(self, session: Subscriber) -> None:
         self._sessions.discard(session)
 
     async def _tick(self, stop: asyncio.Event) -> None:
@@ -117,7 +114,7 @@ class Realtime:
         if self._connections[key] <= 0:
             del self._connections[key]
 
-    async def replay(self, sub: Subscription, subscriber: Paced) -> None:
+    async def replay(self, sub: Subscription, subscriber: Subscriber) -> None:
         """Give ``sub`` every change after its position up to the feed's, then make it live."""
         while not subscriber.closed:
             target = self.feed.position
