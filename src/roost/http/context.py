@@ -10,6 +10,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from roost.auth.principal import ANONYMOUS, Principal
+from roost.auth.tokens import AccessClaims
 from roost.components import Components
 from roost.errors import (
     BadRequest,
@@ -38,15 +39,21 @@ def components(request: HTTPConnection) -> Components:
     return found
 
 
-async def principal(request: Request) -> Principal:
-    """The caller named by ``Authorization: Bearer <access token>``; none means anonymous."""
+def access_claims(request: Request) -> AccessClaims | None:
+    """The verified claims of ``Authorization: Bearer <access token>``; None without one."""
     header = request.headers.get("authorization")
     if header is None:
-        return ANONYMOUS
+        return None
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("the Authorization header must be 'Bearer <access token>'")
-    return components(request).tokens.verify(token.strip()).principal()
+    return components(request).tokens.verify(token.strip())
+
+
+async def principal(request: Request) -> Principal:
+    """The caller named by ``Authorization: Bearer <access token>``; none means anonymous."""
+    claims = access_claims(request)
+    return ANONYMOUS if claims is None else claims.principal()
 
 
 async def require_admin(request: Request) -> Principal:

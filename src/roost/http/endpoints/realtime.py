@@ -22,9 +22,8 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from roost.auth.principal import ANONYMOUS
-from roost.errors import Unauthorized
 from roost.http.client import client_ip
-from roost.http.context import components
+from roost.http.context import access_claims, components
 from roost.realtime.session import CLOSE_GOING_AWAY, SEND_SECONDS, Close, Session
 
 CLIENT_LEFT = Close(1000, "the client left")
@@ -66,19 +65,15 @@ async def sse(request: Request) -> Response:
     """One subscription as Server-Sent Events; ``Last-Event-ID`` (or ``since``) resumes."""
     realtime = components(request).realtime
     trusted = request.app.state.trusted_proxies
-    session = Session(realtime, client_ip(request.scope, trusted), sse_frame, listens=False)
-    header = request.headers.get("authorization")
-    if header is None:
-        session.authenticate(ANONYMOUS, None)
-    else:
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("the Authorization header must be 'Bearer <access token>'")
-        claims = realtime.tokens.verify(token.strip())
-        session.authenticate(claims.principal(), claims.expires)
+    claims = access_claims(request)
     params = request.query_params
     since = request.headers.get("last-event-id") or params.get("since") or None
-    try:
+    session = Session(realtime, client_ip(request.scope, trusted), sse_frame, listens=False)
+    try:  # a session refused here must not stay on the instance's clock
+        if claims is None:
+            session.authenticate(ANONYMOUS, None)
+        else:
+            session.authenticate(claims.principal(), claims.expires)
         await session.subscribe("sse", params.get("collection"), params.get("filter"), since)
     except BaseException:
         session.close(CLIENT_LEFT)
