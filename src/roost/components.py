@@ -13,11 +13,14 @@ from roost.auth.recovery import Recovery
 from roost.auth.service import Accounts
 from roost.auth.tokens import AccessTokens
 from roost.broker.base import Broker, open_broker
+from roost.cache.base import open_cache
 from roost.mail.base import Mailer, open_mailer
 from roost.mail.outbox import OutboxWorker
+from roost.metrics import Metrics
 from roost.ratelimit.base import RateLimiter, open_ratelimiter
 from roost.realtime.retention import prune_periodically
 from roost.realtime.service import Realtime
+from roost.records.cache import RecordCache
 from roost.records.collections import Collections
 from roost.records.service import Records
 from roost.settings import Settings
@@ -38,6 +41,10 @@ class Components:
     outbox: OutboxWorker
     broker: Broker
     realtime: Realtime
+    record_cache: RecordCache | None
+    """None when nothing is cached (``cache_url`` ``none``, or an in-process cache with
+    several workers)."""
+    metrics: Metrics
 
 
 def access_tokens(settings: Settings) -> AccessTokens:
@@ -63,7 +70,20 @@ async def open_components(settings: Settings) -> AsyncIterator[Components]:
         await storage.open()
         collections = Collections(storage)
         await collections.ensure_builtin()
-        records = Records(storage, settings)
+        metrics = Metrics()
+        cache = None if settings.cache_url == "none" else open_cache(settings.cache_url)
+        record_cache = None
+        # An in-process cache with several workers would miss the other workers' writes.
+        if cache is not None and (cache.shared or settings.workers == 1):
+            stack.push_async_callback(cache.aclose)
+            record_cache = RecordCache(
+                cache,
+                settings.cache_ttl_seconds,
+                observe=metrics.cache_seconds.labels(cache.backend).observe,
+            )
+            storage.after_commit(record_cache.invalidate)
+            metrics.watch_cache(record_cache, cache.backend)
+        records = Records(storage, settings, record_cache)
         tokens = access_tokens(settings)
         accounts = Accounts(storage, records, tokens, settings)
         identities = IdentitySignIn(
@@ -99,6 +119,8 @@ async def open_components(settings: Settings) -> AsyncIterator[Components]:
             outbox=outbox,
             broker=broker,
             realtime=realtime,
+            record_cache=record_cache,
+            metrics=metrics,
         )
 
 

@@ -56,11 +56,18 @@ class Settings(BaseSettings):
     """``sqlite:///path/to.db`` (default: ``roost.db`` in the data folder), ``sqlite://:memory:``
     or ``postgresql://user:password@host:5432/database``."""
     cache_url: str = "memory://"
+    """``memory://`` (this process; used only with one worker), ``redis://host:6379/0``,
+    ``rediss://``, ``redis+cluster://host:port,host:port``, or ``none`` (no cache)."""
+    cache_ttl_seconds: float = Field(default=300.0, gt=0, le=24 * 3600)
+    """How long a cached record or list page lives at most; writes replace it sooner."""
     broker_url: str = "memory://"
     secret_key: SecretStr | None = None
     """Signs access tokens and cursors. Generated into the data folder when not given."""
     previous_secret_keys: list[SecretStr] = []
     """Former secret keys: access tokens they signed verify until they expire."""
+    metrics_token: SecretStr | None = None
+    """What Prometheus sends as ``Authorization: Bearer <token>`` to read ``/metrics``;
+    without one, only admins may read them."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8090, ge=0, le=65535)

@@ -15,10 +15,11 @@ import os
 import random
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 import pytest
+import redis
 import structlog
 from redis.crc import key_slot
 
@@ -29,6 +30,7 @@ from roost.cache.loader import ENVELOPE, VERSION, Loader
 from roost.cache.memory import DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, MemoryCache, parse_bounds
 from roost.cache.redis import (
     DEFAULT_TIMEOUT,
+    RETRY_SECONDS,
     RedisCache,
     RedisClusterCache,
     cluster_nodes,
@@ -109,49 +111,69 @@ async def test_delete_removes_keys_and_ignores_absent_ones(cache: Cache) -> None
     assert await cache.get("kept") is None
 
 
-async def test_incr_counts_from_zero(cache: Cache) -> None:
-    assert [await cache.incr("generation", 60) for _ in range(3)] == [1, 2, 3]
-    assert await cache.get("generation") == b"3"
-    assert await cache.get_many(["generation"]) == [b"3"]
-    await cache.delete("generation")
-    assert await cache.incr("generation", 60) == 1
-    await cache.set("counted", b"41", 60)
-    assert await cache.incr("counted", 60) == 42
+async def test_claim_of_an_absent_key_stores_and_returns_its_value(cache: Cache) -> None:
+    assert await cache.claim("leader", b"instance 1", 60) == b"instance 1"
+    assert await cache.get("leader") == b"instance 1"
+    assert await cache.get_many(["leader"]) == [b"instance 1"]
+    await cache.delete("leader")
+    assert await cache.claim("leader", b"instance 2", 60) == b"instance 2"
+    assert await cache.get("leader") == b"instance 2"
+    assert cache.healthy
 
 
-async def test_incr_of_a_value_that_is_not_an_integer_is_refused(cache: Cache) -> None:
-    for value in (b"abc", b"1.5", b"", b"01"):
-        await cache.set("text", value, 60)
-        with pytest.raises(ValueError, match="not an integer"):
-            await cache.incr("text", 60)
-    assert cache.healthy  # the store answered
+async def test_claim_of_a_present_key_keeps_its_value_and_ttl(cache: Cache) -> None:
+    await cache.set("short", b"set", SHORT_TTL)
+    await cache.set("long", b"set", 60)
+    assert await cache.claim("claimed", b"first", SHORT_TTL) == b"first"
+    assert await cache.claim("short", b"other", 60) == b"set"  # not replaced, ttl kept
+    assert await cache.claim("long", b"other", SHORT_TTL) == b"set"  # nor shortened
+    assert await cache.claim("claimed", b"second", 60) == b"first"
+    assert await cache.get_many(["short", "long", "claimed"]) == [b"set", b"set", b"first"]
+    await asyncio.sleep(SHORT_TTL + 0.1)
+    assert await cache.get_many(["short", "long", "claimed"]) == [None, b"set", None]
 
 
-async def test_concurrent_increments_are_all_counted(cache: Cache) -> None:
-    counts = await asyncio.gather(*(cache.incr("hits", 60) for _ in range(100)))
-    assert sorted(counts) == list(range(1, 101))
+async def test_claim_after_expiry_stores_anew(cache: Cache) -> None:
+    assert await cache.claim("lease", b"first", SHORT_TTL) == b"first"
+    await asyncio.sleep(SHORT_TTL + 0.1)
+    assert await cache.claim("lease", b"second", SHORT_TTL) == b"second"
+    assert await cache.get("lease") == b"second"
+    await asyncio.sleep(SHORT_TTL + 0.1)  # stored with the new claim's ttl
+    assert await cache.get("lease") is None
+
+
+async def test_concurrent_claims_of_an_absent_key_all_get_one_value(cache: Cache) -> None:
+    offered = [b"claimant %d" % n for n in range(100)]
+    claimed = await asyncio.gather(*(cache.claim("leader", value, 60) for value in offered))
+    assert len(set(claimed)) == 1
+    assert claimed[0] in offered
+    assert await cache.get("leader") == claimed[0]
+
+
+async def test_claim_is_binary_safe(cache: Cache) -> None:
+    every_byte = bytes(range(256))
+    values = {
+        "every-byte": every_byte,
+        "empty": b"",
+        "nul": b"\x00",
+        "resp-nil": b"$-1\r\n",
+        "clé:ü:🙂": every_byte[::-1],
+    }
+    for key, value in values.items():
+        assert await cache.claim(key, value, 60) == value
+    for key, value in values.items():  # an empty value is present, not absent
+        assert await cache.claim(key, b"other", 60) == value
+    assert await cache.get_many(list(values)) == list(values.values())
 
 
 async def test_entries_expire_after_their_ttl(cache: Cache) -> None:
     await cache.set("short", b"v", SHORT_TTL)
     await cache.set("long", b"w", 60)
-    await cache.incr("counter", SHORT_TTL)
-    assert await cache.get_many(["short", "long", "counter"]) == [b"v", b"w", b"1"]
+    await cache.claim("claimed", b"c", SHORT_TTL)
+    assert await cache.get_many(["short", "long", "claimed"]) == [b"v", b"w", b"c"]
     await asyncio.sleep(SHORT_TTL + 0.1)
     assert await cache.get("short") is None
-    assert await cache.get_many(["short", "long"]) == [None, b"w"]
-    assert await cache.incr("counter", SHORT_TTL) == 1  # a lost counter starts again
-
-
-async def test_incr_renews_the_ttl(cache: Cache) -> None:
-    await cache.set("plain", b"5", 60)
-    await cache.incr("plain", SHORT_TTL)  # a counter always has the ttl of its last incr
-    for _ in range(3):
-        await asyncio.sleep(SHORT_TTL * 0.6)
-        await cache.incr("renewed", SHORT_TTL * 1.5)
-    assert await cache.get("renewed") == b"3"
-    await asyncio.sleep(SHORT_TTL + 0.1)
-    assert await cache.get("plain") is None
+    assert await cache.get_many(["short", "long", "claimed"]) == [None, b"w", None]
 
 
 async def test_values_are_binary_safe(cache: Cache) -> None:
@@ -178,8 +200,9 @@ async def test_a_ttl_that_is_not_positive_is_refused(cache: Cache, ttl: float) -
     with pytest.raises(ValueError, match="ttl"):
         await cache.set("k", b"v", ttl)
     with pytest.raises(ValueError, match="ttl"):
-        await cache.incr("k", ttl)
+        await cache.claim("k", b"v", ttl)
     assert await cache.get("k") is None
+    assert cache.healthy
 
 
 async def test_many_concurrent_calls_wait_for_a_connection(cache: Cache) -> None:
@@ -274,8 +297,11 @@ async def test_the_least_recently_used_entry_goes_first() -> None:
     assert await cache.get("a") == b"v"  # a is now the most recently used
     await cache.set("d", b"v", 60)
     assert await cache.get_many(list("abcd")) == [b"v", None, b"v", b"v"]
-    await cache.incr("e", 60)
-    assert await cache.get_many(list("acde")) == [None, b"v", b"v", b"1"]
+    assert await cache.claim("e", b"e", 60) == b"e"  # a claim that stores evicts too
+    assert await cache.get_many(list("acde")) == [None, b"v", b"v", b"e"]
+    assert await cache.claim("c", b"other", 60) == b"v"  # a claim that reads uses c
+    await cache.set("f", b"v", 60)
+    assert await cache.get_many(list("cdef")) == [b"v", None, b"e", b"v"]
     assert cache.size[0] == 3
 
 
@@ -295,17 +321,19 @@ async def test_values_are_bounded_by_bytes() -> None:
     assert cache.size == (0, 0)
 
 
-async def test_memory_counters_stay_integers() -> None:
-    cache = MemoryCache()
-    assert [await cache.incr("n", 60) for _ in range(3)] == [1, 2, 3]
+async def test_claimed_values_count_against_the_bytes() -> None:
+    cache = MemoryCache("memory://?max_bytes=10")
+    assert await cache.claim("a", b"1234", 60) == b"1234"
+    assert cache.size == (1, 4)
+    assert await cache.claim("a", b"123456", 60) == b"1234"  # kept: no bytes change
+    assert cache.size == (1, 4)
+    assert await cache.claim("b", b"12345678", 60) == b"12345678"  # 12 bytes: a goes
+    assert await cache.get_many(["a", "b"]) == [None, b"12345678"]
     assert cache.size == (1, 8)
-    await cache.set("max", b"9223372036854775807", 60)
-    with pytest.raises(ValueError, match="overflow"):
-        await cache.incr("max", 60)
-    assert cache.healthy
 
 
-# Redis only: the store can go away, and come back.
+# Redis only: the store can go away, and come back. After a failure the cache does not try
+# the store for RETRY_SECONDS (the breaker): a test that brings Redis back waits that out.
 
 
 def events(logs: list[MutableMapping[str, Any]], name: str) -> list[MutableMapping[str, Any]]:
@@ -326,14 +354,24 @@ async def eventually(condition: Callable[[], Any], within: float = WITHIN) -> No
         await asyncio.sleep(0.05)
 
 
+def storing(cache: Cache, key: str, value: bytes) -> Callable[[], Awaitable[bool]]:
+    """A condition for ``eventually``: ``value`` was stored at ``key``."""
+
+    async def stored() -> bool:
+        await cache.set(key, value, 60)
+        return True
+
+    return stored
+
+
 async def all_fail_quickly(cache: Cache, key: str) -> None:
     """Every operation on ``key`` raises CacheUnavailable, each within a second."""
-    operations = [
+    operations: list[Callable[[], Awaitable[object]]] = [
         lambda: cache.get(key),
         lambda: cache.get_many([key, "{" + key + "}:other"]),
         lambda: cache.set(key, b"v", 60),
         lambda: cache.delete(key),
-        lambda: cache.incr(key, 60),
+        lambda: cache.claim(key, b"v", 60),
     ]
     for operation in operations:
         started = time.monotonic()
@@ -343,8 +381,38 @@ async def all_fail_quickly(cache: Cache, key: str) -> None:
     assert not cache.healthy
 
 
+def commands_run(server: RedisServer) -> set[str]:
+    """The commands ``server`` has run since it started, by name (``cmdstat_set``...)."""
+    with redis.Redis(host="127.0.0.1", port=server.port, socket_timeout=2) as client:
+        return set(client.info("commandstats"))
+
+
 @pytest.mark.slow
 async def test_a_stopped_redis_fails_fast_and_recovers_without_restart(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = RedisCache(redis_server.url)
+    try:
+        await cache.set("k", b"v", 60)
+        redis_server.stop()
+        with structlog.testing.capture_logs() as logs:
+            with monkeypatch.context() as without_breaker:
+                without_breaker.setattr("roost.cache.redis.RETRY_SECONDS", 0.0)
+                await all_fail_quickly(cache, "k")  # each operation tries Redis, and fails
+            await all_fail_quickly(cache, "k")  # each one fails at once, without trying
+            redis_server.start()
+            await eventually(storing(cache, "k", b"back"))  # the same cache: no restart
+            assert await cache.get("k") == b"back"
+            assert cache.healthy
+        assert [e["event"] for e in logs] == ["cache_redis_unavailable", "cache_redis_recovered"]
+        assert logs[0]["log_level"] == "warning"
+        assert logs[1]["log_level"] == "info"
+    finally:
+        await cache.aclose()
+
+
+@pytest.mark.slow
+async def test_after_a_failure_calls_fail_at_once_for_retry_seconds(
     redis_server: RedisServer,
 ) -> None:
     cache = RedisCache(redis_server.url)
@@ -352,14 +420,34 @@ async def test_a_stopped_redis_fails_fast_and_recovers_without_restart(
         await cache.set("k", b"v", 60)
         redis_server.stop()
         with structlog.testing.capture_logs() as logs:
-            await all_fail_quickly(cache, "k")
-            await all_fail_quickly(cache, "k")
-            redis_server.start()
-            await cache.set("k", b"back", 60)  # the same cache object: no restart
-            assert await cache.get("k") == b"back"
+            before = time.monotonic()
+            with pytest.raises(CacheUnavailable):
+                await cache.get("k")
+            after = time.monotonic()  # the failure happened in between
+            redis_server.start()  # back at once (and empty); the cache does not try it yet
+            assert time.monotonic() < before + RETRY_SECONDS, "Redis took too long to start"
+            operations: list[Callable[[], Awaitable[object]]] = [
+                lambda: cache.get("k"),
+                lambda: cache.claim("k", b"w", 60),
+            ]
+            for operation in operations:
+                started = time.monotonic()
+                with pytest.raises(CacheUnavailable, match="retrying soon"):
+                    await operation()
+                assert time.monotonic() - started < 0.05
+            assert not cache.healthy
+            assert not commands_run(redis_server) & {"cmdstat_get", "cmdstat_set"}
+
+            async def claimed() -> bool:
+                return await cache.claim("k", b"back", 60) == b"back"
+
+            await eventually(claimed)  # failing at once while polling does not delay it
+            recovered = time.monotonic()
+            assert before + RETRY_SECONDS <= recovered < after + RETRY_SECONDS + 0.5
             assert cache.healthy
+            assert await cache.get("k") == b"back"
+            assert "cmdstat_set" in commands_run(redis_server)
         assert [e["event"] for e in logs] == ["cache_redis_unavailable", "cache_redis_recovered"]
-        assert logs[0]["log_level"] == "warning"
     finally:
         await cache.aclose()
 
@@ -379,6 +467,16 @@ async def test_a_hanging_redis_fails_within_the_timeout(redis_server: RedisServe
             assert all(isinstance(result, CacheUnavailable) for result in results)
             assert time.monotonic() - started < DEFAULT_TIMEOUT + 0.5
             assert not cache.healthy
+            # Then no call waits out the timeout until RETRY_SECONDS have passed; the first
+            # call after that tries Redis again and, failing, starts another such wait.
+            for waits in (False, True, False):
+                if waits:
+                    await asyncio.sleep(RETRY_SECONDS)
+                started = time.monotonic()
+                with pytest.raises(CacheUnavailable):
+                    await cache.get("k")
+                took = time.monotonic() - started
+                assert took >= DEFAULT_TIMEOUT * 0.8 if waits else took < DEFAULT_TIMEOUT / 5
         finally:
             os.kill(redis_server.process.pid, signal.SIGCONT)
         await eventually(lambda: cache.get("k"))
@@ -389,15 +487,18 @@ async def test_a_hanging_redis_fails_within_the_timeout(redis_server: RedisServe
 
 @pytest.mark.slow
 async def test_a_stopped_cluster_fails_fast_and_recovers_without_restart(
-    redis_cluster: RedisClusterServers,
+    redis_cluster: RedisClusterServers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cache = RedisClusterCache(redis_cluster.url)
     try:
         await cache.set("k", b"v", 60)
         redis_cluster.stop_all()
         with structlog.testing.capture_logs() as logs:
-            await all_fail_quickly(cache, "k")
-            await all_fail_quickly(cache, "other")
+            with monkeypatch.context() as without_breaker:
+                without_breaker.setattr("roost.cache.redis.RETRY_SECONDS", 0.0)
+                await all_fail_quickly(cache, "k")  # each operation tries the cluster
+                await all_fail_quickly(cache, "other")
+            await all_fail_quickly(cache, "k")  # each one fails at once, without trying
             redis_cluster.start_all()
             await eventually(lambda: cache.get_many(["a", "b", "c", "{a}:d"]))
             await cache.set("k", b"back", 60)
@@ -419,22 +520,22 @@ async def test_a_stopped_cluster_node_fails_only_its_keys(
         await cache.set(lost, b"lost", 60)
         await cache.set(kept, b"kept", 60)
         redis_cluster.stop_node(0)
-        # Within the node timeout the other nodes still serve their slots (after it,
+        # Within the node timeout (2 s) the other nodes still serve their slots (after it,
         # a cluster without replicas refuses every key until the node is back).
         started = time.monotonic()
         with pytest.raises(CacheUnavailable):
             await cache.get(lost)
         assert time.monotonic() - started < 1.0
         assert not cache.healthy
+        with pytest.raises(CacheUnavailable, match="retrying soon"):
+            await cache.get(kept)  # the breaker is the whole cache's, not one node's
+        await asyncio.sleep(RETRY_SECONDS)
         assert await cache.get(kept) == b"kept"
         assert cache.healthy
+        with pytest.raises(CacheUnavailable):
+            await cache.get(lost)
         redis_cluster.start_node(0)
-
-        async def stored() -> bool:
-            await cache.set(lost, b"back", 60)
-            return True
-
-        await eventually(stored)
+        await eventually(storing(cache, lost, b"back"))
         assert await cache.get(lost) == b"back"
     finally:
         await cache.aclose()
@@ -584,6 +685,7 @@ async def test_a_cache_outage_serves_from_load_one_per_key(redis_server: RedisSe
         assert loader.errors == 2
         assert not cache.healthy
         redis_server.start()
+        await asyncio.sleep(RETRY_SECONDS)  # then the loader's next call tries Redis again
         assert await loader.get("k", load, 60) == b"value 3"
         assert await loader.get("k", load, 60) == b"value 3"
         assert cache.healthy and loader.hits == 1

@@ -17,7 +17,7 @@ from roost.auth.passwords import MAX_PASSWORD_LENGTH, Passwords, check_password_
 from roost.auth.principal import SYSTEM, Principal
 from roost.auth.sessions import Device
 from roost.auth.tokens import AccessTokens
-from roost.errors import Conflict, Forbidden, Unauthorized, ValidationFailed
+from roost.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 from roost.ids import new_id
 from roost.query.parser import parse
 from roost.query.sql import compile_filter
@@ -163,9 +163,13 @@ class Accounts:
     # the signed-in account
 
     async def me(self, principal: Principal) -> JSONObject:
+        """The caller's user record, every field (through the record cache: the seed's
+        ``userCache:{id}``)."""
         user_id, _ = _signed_in_ids(principal)
-        async with self._storage.read(replica=True) as conn:
-            return await self.user(conn, user_id)
+        try:
+            return (await self._records.get(USERS, user_id, SYSTEM)).record
+        except NotFound:
+            raise Unauthorized("this account no longer exists") from None
 
     async def update_me(self, principal: Principal, patch: JSONObject) -> JSONObject:
         user_id, _ = _signed_in_ids(principal)

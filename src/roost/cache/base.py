@@ -31,6 +31,12 @@ class CacheUnavailable(Exception):
 class Cache(ABC):
     """Bytes by key, each with a time to live."""
 
+    backend = "memory"
+    """Names the store in logs and metrics."""
+    shared = False
+    """Whether every process of the deployment sees the same entries (a Redis), rather
+    than each its own (in-process)."""
+
     @abstractmethod
     async def get(self, key: str) -> bytes | None:
         """The value, or None when absent or expired."""
@@ -48,10 +54,10 @@ class Cache(ABC):
         """Remove the keys; absent ones are fine. Raises when it could not be done."""
 
     @abstractmethod
-    async def incr(self, key: str, ttl: float) -> int:
-        """Add one to the integer at ``key`` (0 when absent) and return it; the counter
-        lives ``ttl`` seconds after its last increment (generations: a lost counter starts
-        again from 0, so generations are combined with something that never repeats)."""
+    async def claim(self, key: str, value: bytes, ttl: float) -> bytes:
+        """The value at ``key``; when there is none, ``value`` is stored (for ``ttl``
+        seconds) and returned. Atomic: of concurrent claims of an absent key, one stores its
+        value and every one returns that value."""
 
     @property
     @abstractmethod

@@ -30,7 +30,8 @@ import math
 import random as random_module
 import struct
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
 
 from roost.cache.base import Cache, CacheUnavailable
 
@@ -39,6 +40,39 @@ ENVELOPE = struct.Struct("!Bdd")
 VERSION = 1
 
 Load = Callable[[], Awaitable[bytes]]
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class SingleFlight(Generic[K, V]):
+    """Concurrent ``run(key, fetch)`` calls of one key share one ``fetch()``: it runs as its
+    own task, so a caller that is cancelled stops waiting without cancelling the others; its
+    exception reaches every caller, and the next call of the key fetches again.
+    ``coalesced`` counts the calls that joined a fetch already in flight."""
+
+    def __init__(self) -> None:
+        self._in_flight: dict[K, asyncio.Task[V]] = {}
+        self.coalesced = 0
+
+    async def run(self, key: K, fetch: Callable[[], Awaitable[V]]) -> V:
+        flight = self._in_flight.get(key)
+        if flight is None:
+            flight = asyncio.ensure_future(fetch())
+            self._in_flight[key] = flight
+            flight.add_done_callback(lambda done: self._landed(key, done))
+        else:
+            self.coalesced += 1
+        return await asyncio.shield(flight)
+
+    def __len__(self) -> int:
+        """Keys being fetched now."""
+        return len(self._in_flight)
+
+    def _landed(self, key: K, flight: asyncio.Task[V]) -> None:
+        if self._in_flight.get(key) is flight:
+            del self._in_flight[key]
+        if not flight.cancelled():
+            flight.exception()  # retrieved: when every caller was cancelled, nobody else does
 
 
 class Loader:
@@ -64,11 +98,10 @@ class Loader:
         self._wall = wall
         """Dates expiries, which other instances compare with their own wall clocks."""
         self._random = random
-        self._in_flight: dict[str, asyncio.Task[bytes]] = {}
+        self._flights: SingleFlight[str, bytes] = SingleFlight()
         self.hits = 0
         self.misses = 0
         self.early_refreshes = 0
-        self.coalesced = 0
         self.errors = 0
 
     async def get(self, key: str, load: Load, ttl: float, *, beta: float = 1.0) -> bytes:
@@ -78,25 +111,16 @@ class Loader:
         ``load``, ``ttl`` and ``beta``)."""
         if not ttl > 0:
             raise ValueError(f"a cache entry's ttl must be positive, not {ttl!r}")
-        flight = self._in_flight.get(key)
-        if flight is None:
-            flight = asyncio.create_task(self._fetch(key, load, ttl, beta))
-            self._in_flight[key] = flight
-            flight.add_done_callback(lambda done: self._landed(key, done))
-        else:
-            self.coalesced += 1
-        return await asyncio.shield(flight)
+        return await self._flights.run(key, lambda: self._fetch(key, load, ttl, beta))
+
+    @property
+    def coalesced(self) -> int:
+        return self._flights.coalesced
 
     @property
     def in_flight(self) -> int:
         """Keys being fetched now."""
-        return len(self._in_flight)
-
-    def _landed(self, key: str, flight: asyncio.Task[bytes]) -> None:
-        if self._in_flight.get(key) is flight:
-            del self._in_flight[key]
-        if not flight.cancelled():
-            flight.exception()  # retrieved: when every caller was cancelled, nobody else does
+        return len(self._flights)
 
     async def _fetch(self, key: str, load: Load, ttl: float, beta: float) -> bytes:
         try:

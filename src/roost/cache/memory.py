@@ -8,8 +8,9 @@ bounds come from the URL, with defaults::
 
 Expiry is checked when an entry is read (``time.monotonic``); an expired entry nobody
 reads stays until it is evicted, and counts against the bounds until then. A value larger
-than ``max_bytes`` is not kept at all. Every operation is O(1) per key, never waits and
-never raises ``CacheUnavailable``; each worker process has its own cache.
+than ``max_bytes`` is not kept at all (``claim`` returns it unkept). Every operation is
+O(1) per key, never waits and never raises ``CacheUnavailable``; each worker process has
+its own cache.
 """
 
 from __future__ import annotations
@@ -27,17 +28,10 @@ DEFAULT_MAX_ENTRIES = 10_000
 """Entries kept when the URL names no ``max_entries``."""
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 """Bytes of values kept when the URL names no ``max_bytes``."""
-INTEGER_SIZE = 8
-"""Bytes an integer (from ``incr``) counts for against ``max_bytes``."""
-
-_INTEGER = re.compile(rb"-?(0|[1-9][0-9]*)")
-"""A value ``incr`` accepts: an integer as Redis writes it (no sign, space or leading 0)."""
-_MAX_INTEGER = 2**63 - 1
-"""Redis counters are signed 64-bit; this backend keeps to the same range."""
 
 
 class _Entry(NamedTuple):
-    value: bytes | int
+    value: bytes
     expires: float
     """``time.monotonic()`` after which the entry is gone."""
     size: int
@@ -60,8 +54,7 @@ class MemoryCache(Cache):
         entry = self._live(key)
         if entry is None:
             return None
-        value = entry.value
-        return value if isinstance(value, bytes) else str(value).encode()
+        return entry.value
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         return [await self.get(key) for key in keys]
@@ -74,18 +67,13 @@ class MemoryCache(Cache):
         for key in keys:
             self._remove(key)
 
-    async def incr(self, key: str, ttl: float) -> int:
+    async def claim(self, key: str, value: bytes, ttl: float) -> bytes:
         _check_ttl(ttl)
         entry = self._live(key)
-        current = 0 if entry is None else entry.value
-        if isinstance(current, bytes):
-            if _INTEGER.fullmatch(current) is None:
-                raise ValueError(f"the value at {key!r} is not an integer")
-            current = int(current)
-        if current >= _MAX_INTEGER:
-            raise ValueError(f"incrementing {key!r} would overflow")
-        self._put(key, current + 1, ttl, INTEGER_SIZE)
-        return current + 1
+        if entry is not None:
+            return entry.value
+        self._put(key, bytes(value), ttl, len(value))
+        return value
 
     @property
     def healthy(self) -> bool:
@@ -106,7 +94,7 @@ class MemoryCache(Cache):
         self._entries.move_to_end(key)
         return entry
 
-    def _put(self, key: str, value: bytes | int, ttl: float, size: int) -> None:
+    def _put(self, key: str, value: bytes, ttl: float, size: int) -> None:
         self._remove(key)
         if size > self.max_bytes:
             return  # would evict everything and still not fit

@@ -11,16 +11,15 @@ off before the URL reaches redis-py)::
 
 redis-py never retries: a call that fails for any reason (refused, timed out, cluster
 down, redirected too often, any exception from the driver) raises ``CacheUnavailable``
-at once and makes the cache unhealthy, with one warning per outage; the next call that
-succeeds makes it healthy again, with one info line, so recovery needs no restart. A
-call that began before the last failure proves nothing about Redis now and does not
-count as a recovery.
+at once and makes the cache unhealthy, with one warning per outage. While it is unhealthy,
+calls within ``RETRY_SECONDS`` of the last failure raise at once without trying; the
+first call that succeeds after that makes it healthy again, with one info line, so
+recovery needs no restart. A call that began before the last failure proves nothing
+about Redis now and does not count as a recovery.
 
 Keys are strings (UTF-8 in Redis). On a cluster, ``get_many`` of keys that share a
 ``{hash tag}`` is one MGET on one node; keys spread over several slots cost one MGET per
-slot, sent in one pipeline per node (not atomic, which a cache does not need). ``incr``
-sends INCR and PEXPIRE in one MULTI transaction (one key, so one slot on a cluster), so a
-counter never lives without its time to live.
+slot, sent in one pipeline per node (not atomic, which a cache does not need).
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar, cast
+from typing import TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import structlog
@@ -42,7 +41,6 @@ try:
     from redis.asyncio.cluster import ClusterNode, RedisCluster
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
-    from redis.exceptions import ResponseError
 except ImportError as error:  # pragma: no cover - depends on the installed extras
     raise MissingDependency("redis", extra="redis") from error
 
@@ -54,9 +52,10 @@ MAX_CONNECTIONS = 16
 """Calls in flight per process (per node on a cluster); more wait for one, within the
 timeout (Redis answers in microseconds)."""
 DEFAULT_PORT = 6379
+RETRY_SECONDS = 1.0
+"""After a failure, calls fail at once for this long (no request waits out a timeout on
+a store known to be down); then the next call tries the store again."""
 
-_NOT_AN_INTEGER = ("not an integer", "would overflow")
-"""Replies to INCR that mean the value is wrong, not that Redis is away."""
 
 log = structlog.get_logger("roost.cache")
 
@@ -65,6 +64,7 @@ class _RedisCacheBase(Cache):
     """What both Redis caches share: the commands, health, timeouts and logging."""
 
     backend = "redis"
+    shared = True
 
     def __init__(self, client: aioredis.Redis | RedisCluster, timeout: float) -> None:
         self._client = client
@@ -90,16 +90,13 @@ class _RedisCacheBase(Cache):
         if keys:  # on a cluster, one DEL per slot, in one pipeline per node
             await self._call(lambda: self._client.delete(*keys))
 
-    async def incr(self, key: str, ttl: float) -> int:
+    async def claim(self, key: str, value: bytes, ttl: float) -> bytes:
         milliseconds = _milliseconds(ttl)
-
-        async def increment() -> int:
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.incr(key)
-                pipe.pexpire(key, milliseconds)
-                return await _counted(key, pipe.execute())
-
-        return await self._call(increment)
+        # SET NX GET (Redis 7): the old value, or nil when this call stored ``value``.
+        current = await self._call(
+            lambda: self._client.set(key, value, px=milliseconds, nx=True, get=True)
+        )
+        return value if current is None else cast("bytes", current)
 
     @property
     def healthy(self) -> bool:
@@ -111,11 +108,11 @@ class _RedisCacheBase(Cache):
     async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run ``operation`` within the timeout; CacheUnavailable when it fails."""
         started = time.monotonic()
+        if not self._healthy and started - self._failed_at < RETRY_SECONDS:
+            raise CacheUnavailable(f"the cache ({self.backend}) is down; retrying soon")
         try:
             async with asyncio.timeout(self._timeout):
                 result = await self._run(operation)
-        except ValueError:
-            raise  # the store answered: the value is not what the call needs
         except Exception as error:  # whatever the driver raises, the store is not usable
             self._failed(error)
             raise CacheUnavailable(
@@ -197,17 +194,6 @@ class RedisClusterCache(_RedisCacheBase):
             async with self._topology:
                 await self._cluster.initialize()  # at once when the slots are known
             return await operation()
-
-
-async def _counted(key: str, replies: Awaitable[list[Any]]) -> int:
-    """The count from INCR's reply; ValueError when the value is not a counter."""
-    try:
-        count, _ = await replies
-    except ResponseError as error:
-        if any(reason in str(error) for reason in _NOT_AN_INTEGER):
-            raise ValueError(f"the value at {key!r} is not an integer") from error
-        raise
-    return int(count)
 
 
 def _milliseconds(ttl: float) -> int:

@@ -31,6 +31,18 @@ def build_spec() -> Schema:
         "/api/ready": {
             "get": operation("Readiness", {"200": ok("Ready", status_schema)}, errors=("503",))
         },
+        "/metrics": {
+            "get": operation(
+                "Prometheus metrics (for the metrics token, or an admin)",
+                {
+                    "200": {
+                        "description": "The Prometheus text format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+                errors=("401", "403"),
+            )
+        },
         "/api/openapi.json": {
             "get": operation("This document", {"200": ok("OpenAPI", {"type": "object"})}, errors=())
         },

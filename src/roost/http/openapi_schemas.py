@@ -208,6 +208,10 @@ DEFINITION_PROPERTIES: Schema = {
                 "description": "Seconds HTTP caches may reuse records and pages; null:"
                 " revalidate every time",
             },
+            "cache_lists": {
+                "type": "boolean",
+                "description": "Keep list pages in the server's cache until the next write",
+            },
         },
         "additionalProperties": False,
     },

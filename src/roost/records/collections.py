@@ -72,6 +72,9 @@ class Options(BaseModel):
     cache_max_age: int | None = Field(default=None, ge=0, le=365 * 24 * 3600)
     """Seconds clients (and, for data anyone may read, shared caches) may reuse a record
     or page without asking again; None: they revalidate every time (``no-cache``)."""
+    cache_lists: bool = False
+    """Keep list pages in the server's cache (until the next write to the collection):
+    for collections read far more often than written."""
 
 
 class CollectionDef(BaseModel):
@@ -312,6 +315,7 @@ class Collections:
             await load(conn, name)
             await conn.execute("DELETE FROM _collections WHERE name = ?", (name,))
             await self._storage.drop_collection(conn, name)
+            conn.touch(name)
 
     @staticmethod
     def _merged(current: Collection, patch: JSONObject) -> CollectionDef:
@@ -319,6 +323,7 @@ class Collections:
         return with_builtin_parts(_validated(merged))
 
     async def _define(self, conn: Connection, definition: CollectionDef) -> None:
+        conn.touch(definition.name)
         try:
             await self._storage.define_collection(conn, definition.name, definition.index_specs())
         except UniqueViolation as exc:

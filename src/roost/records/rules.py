@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from roost.auth.principal import Principal
 from roost.errors import Forbidden, InvalidFilter, NotFound, Unauthorized
-from roost.query.ast import And, Compare, Expr, ListValue, Not, Or, Path
+from roost.query.ast import And, Compare, ContextRef, Expr, ListValue, Not, Operand, Or, Path
 from roost.query.evaluate import evaluate
 from roost.query.parser import parse
 from roost.query.sql import Dialect, compile_filter_cached
@@ -121,14 +121,23 @@ def refuse_hidden_paths(
 
 def paths_of(expr: Expr) -> Iterator[Path]:
     """Every record path an expression reads."""
+    return (operand for operand in _operands(expr) if isinstance(operand, Path))
+
+
+def context_names(expr: Expr) -> set[str]:
+    """The caller's values an expression reads (``auth.id``, ``now``, ...)."""
+    return {operand.name for operand in _operands(expr) if isinstance(operand, ContextRef)}
+
+
+def _operands(expr: Expr) -> Iterator[Operand]:
     if isinstance(expr, And | Or):
         for term in expr.terms:
-            yield from paths_of(term)
+            yield from _operands(term)
     elif isinstance(expr, Not):
-        yield from paths_of(expr.operand)
+        yield from _operands(expr.operand)
     elif isinstance(expr, Compare):
         for operand in (expr.left, expr.right):
-            if isinstance(operand, Path):
+            if isinstance(operand, ListValue):
+                yield from operand.items
+            else:
                 yield operand
-            elif isinstance(operand, ListValue):
-                yield from (item for item in operand.items if isinstance(item, Path))

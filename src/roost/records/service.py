@@ -41,12 +41,14 @@ from roost.query.sort import (
 )
 from roost.query.sql import Dialect, compile_filter_cached
 from roost.records import collections, idempotency
+from roost.records.cache import RecordCache
 from roost.records.collections import USER_FIELDS, USERS, Collection
 from roost.records.cursor import PageCursors
 from roost.records.fields import check_names, load_data, merge_patch, now_iso, validate_data
 from roost.records.idempotency import IdempotentRequest, Outcome
 from roost.records.rules import (
     check,
+    context_names,
     list_clause,
     parsed,
     paths_of,
@@ -76,10 +78,9 @@ MAX_BATCH_OPERATIONS = 100
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    items: list[JSONObject] | list[orjson.Fragment]
-    """Records, or (when the database can write them) their JSON text, which the response
-    embeds as it is: serialised once."""
-    next_cursor: str | None
+    body: bytes
+    """``{"items": [...], "next_cursor": ...}`` as JSON, serialised once (records the
+    database wrote as JSON are embedded as they are)."""
     cache_control: str
 
 
@@ -165,9 +166,12 @@ class ExpressionContext(Mapping[str, JSON]):
 
 
 class Records:
-    def __init__(self, storage: Storage, settings: Settings) -> None:
+    def __init__(
+        self, storage: Storage, settings: Settings, cache: RecordCache | None = None
+    ) -> None:
         self._storage = storage
         self._settings = settings
+        self._cache = cache
         secret = settings.secret_key.get_secret_value() if settings.secret_key else ""
         self._cursors = PageCursors(secret.encode())
 
@@ -175,22 +179,38 @@ class Records:
 
     async def get(self, name: str, record_id: str, principal: Principal) -> Read:
         record_id = checked_id(record_id)
-        table = table_name(collections.valid_name(name))
-        async with self._storage.read(replica=True) as conn:
+        collections.valid_name(name)
+        if self._cache is None:
+            collection, record = await self._load(name, record_id, replica=True)
+        else:  # fills read the primary: see roost.records.cache
+            collection, record = await self._cache.record(
+                name, record_id, lambda: self._load(name, record_id, replica=False)
+            )
+        if record is None:
+            raise NotFound(f"record {record_id} does not exist in {name!r}")
+        check(collection, "view", principal, record, ExpressionContext(principal))
+        return Read(strip_hidden(collection, principal, record), cache_control(collection))
+
+    async def _load(
+        self, name: str, record_id: str, *, replica: bool
+    ) -> tuple[Collection, JSONObject | None]:
+        """The collection and the record (all fields; None when absent)."""
+        async with self._storage.read(replica=replica) as conn:
             try:
                 row = await conn.fetch_one(
-                    f"SELECT {JOINED_COLUMNS} FROM {table} r JOIN _collections c"
-                    " ON c.name = ? WHERE r.id = ?",
-                    (name, record_id),
+                    f"SELECT {JOINED_COLUMNS} FROM _collections c"
+                    f" LEFT JOIN {table_name(name)} r ON r.id = ? WHERE c.name = ?",
+                    (record_id, name),
                 )
             except MissingTable:
                 raise collections.missing(name) from None
         if row is None:
-            raise NotFound(f"record {record_id} does not exist in {name!r}")
-        collection = collections.from_joined(row)
-        record = to_public(row)
-        check(collection, "view", principal, record, ExpressionContext(principal))
-        return Read(strip_hidden(collection, principal, record), cache_control(collection))
+            raise collections.missing(name)
+        return collections.from_joined(row), None if row["id"] is None else to_public(row)
+
+    async def _collection(self, name: str) -> Collection:
+        async with self._storage.read(replica=True) as conn:
+            return await collections.load(conn, name)
 
     async def query(
         self,
@@ -203,7 +223,6 @@ class Records:
         cursor: str | None = None,
         fields: str | None = None,
     ) -> Page:
-        dialect = self._storage.dialect
         context = ExpressionContext(principal)
         try:
             keys = _sort_keys(sort or DEFAULT_SORT)
@@ -220,42 +239,71 @@ class Records:
         last = self._cursors.decode(scope, cursor) if cursor else None
         if last is not None and len(last) != len(keys):
             raise InvalidCursor("the cursor does not fit this sort order")
-        try:
-            async with self._storage.read(replica=True) as conn:
-                collection = await collections.load(conn, name)
-                read_paths = [key.path for key in keys]
-                if expression is not None:
-                    read_paths += paths_of(expression)
-                refuse_hidden_paths(collection, principal, read_paths)
-                clauses = [list_clause(collection, principal, dialect, context)]
-                if expression is not None:
-                    clauses.append(compile_filter_cached(expression, dialect, context))
-                if last is not None:
-                    clauses.append(keyset_sql(keys, last, dialect))
-                where = [c for c in clauses if c is not None]
-                encoded = dialect.record_json_sql()
-                if projection is not None or not sees_all_fields(collection, principal):
-                    encoded = None
-                columns = COLUMNS if encoded is None else f"{encoded} AS _json"
-                sql, params = page_sql(name, keys, where, limit + 1, dialect, columns)
-                rows = await conn.fetch_all(sql, params)
-        except MissingTable:  # dropped since its definition was read
-            raise collections.missing(name) from None
-        more = len(rows) > limit
-        rows = rows[:limit]
-        next_cursor = None
-        if more:
-            last_row = rows[-1]
-            next_cursor = self._cursors.encode(
-                scope, [last_row[f"_k{i}"] for i in range(len(keys))]
-            )
-        control = cache_control(collection)
-        if encoded is not None:
-            return Page([orjson.Fragment(row["_json"]) for row in rows], next_cursor, control)
-        items = [strip_hidden(collection, principal, to_public(row)) for row in rows]
-        if projection is not None:
-            items = [project(item, projection) for item in items]
-        return Page(items, next_cursor, control)
+        dialect = self._storage.dialect
+
+        def page_query(collection: Collection) -> tuple[str, list[Any], bool]:
+            """The page's SQL and parameters, and whether it selects records as JSON."""
+            read_paths = [key.path for key in keys]
+            if expression is not None:
+                read_paths += paths_of(expression)
+            refuse_hidden_paths(collection, principal, read_paths)
+            clauses = [list_clause(collection, principal, dialect, context)]
+            if expression is not None:
+                clauses.append(compile_filter_cached(expression, dialect, context))
+            if last is not None:
+                clauses.append(keyset_sql(keys, last, dialect))
+            where = [c for c in clauses if c is not None]
+            encoded = dialect.record_json_sql()
+            if projection is not None or not sees_all_fields(collection, principal):
+                encoded = None
+            columns = COLUMNS if encoded is None else f"{encoded} AS _json"
+            sql, params = page_sql(name, keys, where, limit + 1, dialect, columns)
+            return sql, params, encoded is not None
+
+        def body(collection: Collection, rows: list[Row], as_json: bool) -> bytes:
+            more = len(rows) > limit
+            rows = rows[:limit]
+            next_cursor = None
+            if more:
+                last_row = rows[-1]
+                next_cursor = self._cursors.encode(
+                    scope, [last_row[f"_k{i}"] for i in range(len(keys))]
+                )
+            items: list[JSONObject] | list[orjson.Fragment]
+            if as_json:
+                items = [orjson.Fragment(row["_json"]) for row in rows]
+            else:
+                items = [strip_hidden(collection, principal, to_public(row)) for row in rows]
+                if projection is not None:
+                    items = [project(item, projection) for item in items]
+            return orjson.dumps({"items": items, "next_cursor": next_cursor})
+
+        async def load(collection: Collection | None, *, replica: bool) -> tuple[Collection, bytes]:
+            try:
+                async with self._storage.read(replica=replica) as conn:
+                    if collection is None:
+                        collection = await collections.load(conn, name)
+                    sql, params, as_json = page_query(collection)
+                    rows = await conn.fetch_all(sql, params)
+            except MissingTable:  # dropped since its definition was read
+                raise collections.missing(name) from None
+            return collection, body(collection, rows, as_json)
+
+        if self._cache is None:
+            collection, page = await load(None, replica=True)
+            return Page(page, cache_control(collection))
+        collection, tokens = await self._cache.collection(name, lambda: self._collection(name))
+        page_query(collection)  # refuses the caller before anything is served
+        if tokens is None:
+            return Page((await load(collection, replica=True))[1], cache_control(collection))
+
+        async def fill() -> bytes:  # from the primary: see roost.records.cache
+            return (await load(collection, replica=False))[1]
+
+        identity = [name, filter, [str(key) for key in keys], limit, cursor, fields]
+        filter_names = context_names(expression) if expression is not None else set()
+        page = await self._cache.page(collection, tokens, identity, filter_names, principal, fill)
+        return Page(page, cache_control(collection))
 
     # writes
 

@@ -6,9 +6,10 @@ it, owns the dialect differences (``dialect``), the change log and the per-colle
 
 from __future__ import annotations
 
+import asyncio
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -23,6 +24,16 @@ _LSN = re.compile(r"[0-9A-F]{1,8}/[0-9A-F]{1,8}", re.IGNORECASE)
 Op = Literal["create", "update", "delete"]
 PRUNE_BATCH = 10_000
 """Changes deleted per transaction when the change log is pruned."""
+
+
+class StatementCount:
+    """Statements this process sent to its databases (``STATEMENTS.count``), for metrics:
+    what a cache saves shows as fewer statements per request."""
+
+    count = 0
+
+
+STATEMENTS = StatementCount()
 
 
 class StorageError(Exception):
@@ -108,11 +119,25 @@ def format_lsn(position: int) -> str:
     return f"{position >> 32:X}/{position & 0xFFFFFFFF:X}"
 
 
+Touched = tuple[str, str | None]
+"""What a write block changed: a collection's record (name, id), or its definition (name,
+None)."""
+
+
 class Connection(ABC):
     """A connection inside ``Storage.read()`` or one transaction inside ``Storage.write()``."""
 
     appended = False
     """Set by ``Storage.append_change``: the block wrote a change (``Storage.on_commit``)."""
+    touched: list[Touched] | None = None
+    """What the block changed (``touch``), for ``Storage.after_commit``."""
+
+    def touch(self, collection: str, record_id: str | None = None) -> None:
+        """Note that this write block changes a record, or (without ``record_id``) the
+        collection's definition: the caches holding it are told after the commit."""
+        if self.touched is None:
+            self.touched = []
+        self.touched.append((collection, record_id))
 
     row_lock = ""
     """Appended to a ``SELECT`` in a write transaction that reads rows it will change: they
@@ -137,15 +162,26 @@ class Storage(ABC):
 
     dialect: Dialect
     _committed: Callable[[], None] | None = None
+    _invalidate: Callable[[Sequence[Touched]], Awaitable[None]] | None = None
 
     def on_commit(self, hook: Callable[[], None]) -> None:
         """Call ``hook()`` after each commit of a ``write()`` block that appended changes
         (the realtime broker's ``publish``); it must not block or raise."""
         self._committed = hook
 
-    def _notify(self, conn: Connection) -> None:
+    def after_commit(self, hook: Callable[[Sequence[Touched]], Awaitable[None]]) -> None:
+        """Await ``hook(touched)`` after each commit of a ``write()`` block that touched
+        something, before the block returns: a write is acknowledged only after the caches
+        have been told (``Connection.touch``). It runs to its end even if the writer is
+        cancelled meanwhile, and must not raise."""
+        self._invalidate = hook
+
+    async def _committed_block(self, conn: Connection) -> None:
+        """What follows each commit: ``on_commit`` then ``after_commit``."""
         if conn.appended and self._committed is not None:
             self._committed()
+        if conn.touched and self._invalidate is not None:
+            await asyncio.shield(self._invalidate(conn.touched))
 
     @abstractmethod
     async def open(self) -> None:

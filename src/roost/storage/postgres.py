@@ -48,6 +48,7 @@ from roost.query.postgres import PostgresDialect, setup_sql
 from roost.settings import Settings
 from roost.storage.base import (
     CONSISTENCY,
+    STATEMENTS,
     Change,
     Connection,
     Consistency,
@@ -269,6 +270,7 @@ class PostgresConnection(Connection):
         self._conn = conn
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        STATEMENTS.count += 1
         try:
             status: str = await self._conn.execute(numbered(sql), *params)
         except FAILURES as exc:
@@ -276,6 +278,7 @@ class PostgresConnection(Connection):
         return _rowcount(status)
 
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        STATEMENTS.count += 1
         try:
             records = await self._conn.fetch(numbered(sql), *params)
         except FAILURES as exc:
@@ -283,6 +286,7 @@ class PostgresConnection(Connection):
         return [dict(record) for record in records]
 
     async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        STATEMENTS.count += 1
         try:
             record = await self._conn.fetchrow(numbered(sql), *params)
         except FAILURES as exc:
@@ -435,7 +439,7 @@ class PostgresStorage(Storage):
         async with self._acquire() as raw:
             async with self._transaction(raw) as conn:
                 yield conn
-            self._notify(conn)
+            await self._committed_block(conn)
             consistency = CONSISTENCY.get()
             if self._replicas is not None and consistency is not None:
                 position = await PostgresConnection(raw).fetch_one(POSITION)
@@ -461,6 +465,7 @@ class PostgresStorage(Storage):
             (collection, record_id, op, version, owner, at, record, before),
         )
         conn.appended = True
+        conn.touch(collection, record_id)
         return 0
 
     async def stamp(self) -> None:

@@ -41,6 +41,7 @@ import aiosqlite
 from roost.query.sqlite import SQLiteDialect
 from roost.settings import Settings
 from roost.storage.base import (
+    STATEMENTS,
     Change,
     Connection,
     IndexSpec,
@@ -90,6 +91,7 @@ class ReaderConnection(ReadConnection):
         self._conn = conn
 
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        STATEMENTS.count += 1
         try:
             rows = list(await self._conn.execute_fetchall(sql, params))
         except sqlite3.OperationalError as exc:
@@ -119,6 +121,7 @@ class WriterConnection(Connection):
 
 
 def _run(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
+    STATEMENTS.count += 1
     try:
         return conn.execute(sql, params)
     except sqlite3.IntegrityError as exc:
@@ -162,11 +165,14 @@ class InlineConnection(ReadConnection):
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         self._budget.deadline = time.perf_counter() + INLINE_BUDGET_SECONDS
         try:
-            return _rows(self._conn.execute(sql, params))
+            rows = _rows(self._conn.execute(sql, params))
         except sqlite3.OperationalError as exc:
             if not any(word in str(exc) for word in ("interrupted", "locked", "busy")):
                 raise _operational_error(exc) from exc
-        async with self._fallback() as conn:
+        else:
+            STATEMENTS.count += 1
+            return rows
+        async with self._fallback() as conn:  # counted there
             return await conn.fetch_all(sql, params)
 
 
@@ -327,7 +333,7 @@ class SQLiteStorage(Storage):
             if self.in_memory:  # nothing to wait for, and reads share this connection
                 await self._commit(group)
         await asyncio.shield(group.committed)
-        self._notify(conn)
+        await self._committed_block(conn)
 
     async def _begin(self, writer: sqlite3.Connection) -> None:
         """``BEGIN IMMEDIATE``, retried with sleeps while another process writes."""
@@ -403,6 +409,7 @@ class SQLiteStorage(Storage):
         )
         assert row is not None
         conn.appended = True
+        conn.touch(collection, record_id)
         return int(row["position"])
 
     async def changes_since(

@@ -7,8 +7,10 @@ import asyncio
 from starlette.requests import Request
 from starlette.responses import Response
 
+from roost.cache.base import CacheUnavailable
 from roost.errors import Unavailable
 from roost.http.context import JSONResponse, components
+from roost.records.cache import RecordCache
 
 READY_TIMEOUT_SECONDS = 2.0
 
@@ -19,8 +21,9 @@ async def health(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    """200 when the database answers, else 503. A broker that is down is reported, not
-    fatal: realtime then reads the change log on a timer, so the instance still serves."""
+    """200 when the database answers, else 503. A broker or cache that is down is
+    reported, not fatal: realtime then reads the change log on a timer, and reads go to
+    the database, so the instance still serves."""
     storage = components(request).storage
     try:
         async with asyncio.timeout(READY_TIMEOUT_SECONDS):
@@ -28,5 +31,23 @@ async def ready(request: Request) -> Response:
                 await conn.fetch_one("SELECT 1 AS ok")
     except Exception as exc:  # whatever stops the probe (timeout, closed connection) is "not ready"
         raise Unavailable(f"database: {type(exc).__name__}", checks={"database": "down"}) from None
-    broker = "ok" if components(request).broker.healthy else "down"
-    return JSONResponse({"status": "ready", "checks": {"database": "ok", "broker": broker}})
+    found = components(request)
+    checks = {
+        "database": "ok",
+        "broker": "ok" if found.broker.healthy else "down",
+        "cache": await _cache_check(found.record_cache),
+    }
+    return JSONResponse({"status": "ready", "checks": checks})
+
+
+async def _cache_check(record_cache: RecordCache | None) -> str:
+    """``ok``, ``off`` (nothing cached), ``down`` (its store does not answer) or
+    ``pending`` (it answers again, but this instance still has invalidations to deliver,
+    so it reads from the database meanwhile)."""
+    if record_cache is None:
+        return "off"
+    try:
+        await record_cache.cache.get("roost:ready")
+    except CacheUnavailable:
+        return "down"
+    return "ok" if await record_cache.usable() else "pending"

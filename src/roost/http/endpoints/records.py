@@ -33,8 +33,7 @@ async def list_records(request: Request) -> Response:
         cursor=params.get("cursor") or None,
         fields=params.get("fields") or None,
     )
-    body = orjson.dumps({"items": page.items, "next_cursor": page.next_cursor})
-    return cacheable(request, body, content_tag(body), page.cache_control)
+    return cacheable(request, page.body, content_tag(page.body), page.cache_control)
 
 
 async def get_record(request: Request) -> Response:
