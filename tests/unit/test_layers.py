@@ -29,6 +29,7 @@ LAYERS = {
     "records": 2,
     "realtime": 3,
     "components": 4,
+    "metrics": 4,
     "http": 5,
     "cli": 6,
     "__main__": 6,

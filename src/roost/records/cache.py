@@ -50,24 +50,29 @@ the cache while this one cannot (a partition) may serve the old version until th
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import math
 import os
 import struct
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import orjson
 import structlog
 
-from roost.auth.principal import Principal
 from roost.cache.base import Cache, CacheUnavailable
 from roost.cache.loader import Loader, SingleFlight
 from roost.records.collections import Collection
 from roost.records.rules import context_names, parsed
 from roost.storage.base import Touched
 from roost.types import JSONObject
+
+if TYPE_CHECKING:  # the service imports this module
+    from roost.records.service import PageRequest
 
 TOKEN_BYTES = 8
 ENTRY = struct.Struct(f"!B{TOKEN_BYTES}s{TOKEN_BYTES}s")
@@ -80,6 +85,7 @@ DEFINITIONS_KEPT = 256
 """Parsed definitions kept per process, by collection and token."""
 MAX_PENDING = 10_000
 """Keys whose tokens could not be replaced, kept to replace them when the cache is back."""
+RETRY_PENDING_SECONDS = 0.25
 
 log = structlog.get_logger("roost.cache")
 
@@ -126,6 +132,7 @@ class RecordCache:
         self._pending: dict[str, int] = {}
         """Keys whose new token could not be stored, with the failure count when it failed."""
         self._failures = 0
+        self._retried_at = -math.inf
         self._overflowed_at: float | None = None
         self._observe = observe
 
@@ -190,33 +197,29 @@ class RecordCache:
             self._remember(name, tokens.definition, collection)
         return collection, tokens
 
-    async def page(
-        self,
-        collection: Collection,
-        tokens: Tokens,
-        query: Sequence[object],
-        filter_names: set[str],
-        principal: Principal,
-        load: Callable[[], Awaitable[bytes]],
-    ) -> bytes:
-        """A list page's JSON: from the cache when ``collection`` (read under ``tokens``)
-        caches lists and the answer may be kept, else from ``load()``. ``query`` names the
-        page (filter, sort, limit, cursor, fields); ``filter_names`` are the context names
-        the filter reads."""
+    def page_key(self, collection: Collection, tokens: Tokens, wanted: PageRequest) -> str | None:
+        """The key of a list page of ``collection`` (read under ``tokens``), or None when
+        the page is not to be cached."""
         definition = collection.definition
         rule = definition.rules.list
-        names = set(filter_names)
+        names = wanted.filter_names
         if rule:
             names |= context_names(parsed(rule))
         if not definition.options.cache_lists or "now" in names:
-            return await load()
+            return None
         shared = rule == "" and not definition.hidden_fields and not names
+        principal = wanted.principal
         caller = None if shared else (principal.id, principal.role, principal.verified)
-        digest = hashlib.blake2b(orjson.dumps([caller, *query]), digest_size=16).hexdigest()
-        key = (
+        digest = hashlib.blake2b(
+            orjson.dumps([caller, *wanted.identity]), digest_size=16
+        ).hexdigest()
+        return (
             f"roost:{{c.{definition.name}}}:q:"
             f"{tokens.definition.hex()}{tokens.records.hex()}{digest}"
         )
+
+    async def page(self, key: str, load: Callable[[], Awaitable[bytes]]) -> bytes:
+        """A list page's JSON from the cache, or from ``load()`` (which reads the primary)."""
         started = time.perf_counter()
         try:
             return await self.pages.get(key, load, self.ttl)
@@ -251,8 +254,10 @@ class RecordCache:
     # inside
 
     async def usable(self) -> bool:
-        """Whether to use the cache now: pending token replacements are retried first."""
-        if self._pending:
+        """Whether to use the cache now: pending token replacements are retried first
+        (by one caller per ``RETRY_PENDING_SECONDS``; the others go to the database)."""
+        if self._pending and time.monotonic() - self._retried_at >= RETRY_PENDING_SECONDS:
+            self._retried_at = time.monotonic()
             await self._replace(set())
         if self._overflowed_at is not None:
             if time.monotonic() - self._overflowed_at < self.ttl:
@@ -261,11 +266,13 @@ class RecordCache:
         return not self._pending
 
     async def _replace(self, keys: set[str]) -> None:
-        """Give ``keys`` and the pending ones new tokens; keep those that failed pending.
-        A key failed again after an attempt began stays pending whatever that attempt did."""
+        """Give ``keys`` and the pending ones new tokens, all at once; keep those that
+        failed pending. A key that failed again after this attempt began stays pending
+        whatever this attempt did."""
         ttl = self.ttl * TOKEN_TTL_FACTOR
         began = self._failures
-        for key in sorted(keys | self._pending.keys()):
+
+        async def replace(key: str) -> None:
             try:
                 await self.cache.set(key, os.urandom(TOKEN_BYTES), ttl)
             except CacheUnavailable:
@@ -276,6 +283,8 @@ class RecordCache:
             else:
                 if self._pending.get(key, began + 1) <= began:
                     del self._pending[key]
+
+        await asyncio.gather(*(replace(key) for key in keys | self._pending.keys()))
         if len(self._pending) > MAX_PENDING:
             log.error("cache_invalidation_overflow", keys=len(self._pending))
             self._overflowed_at = time.monotonic()

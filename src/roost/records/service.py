@@ -27,7 +27,7 @@ from roost.errors import (
     ValidationFailed,
 )
 from roost.ids import is_uuid7, new_id
-from roost.query.ast import CONTEXT_NAMES
+from roost.query.ast import CONTEXT_NAMES, Expr, Path
 from roost.query.errors import ExpressionError
 from roost.query.fields import parse_fields, project
 from roost.query.limits import DEFAULT_LIMIT, MAX_LIMIT
@@ -105,6 +105,80 @@ def cache_control(collection: Collection) -> str:
     rules = definition.rules
     shared = rules.list == "" and rules.view == "" and not definition.hidden_fields
     return f"{'public' if shared else 'private'}, max-age={max_age}"
+
+
+@dataclass(frozen=True, slots=True)
+class PageRequest:
+    """A list request, parsed and checked; it names a page (``identity``) for the cache."""
+
+    name: str
+    principal: Principal
+    context: ExpressionContext
+    keys: tuple[SortKey, ...]
+    expression: Expr | None
+    projection: tuple[Path, ...] | None
+    limit: int
+    identity: tuple[JSON, ...]
+    """The page's parameters as given: equal identities (and callers) mean equal pages."""
+
+    @classmethod
+    def parse(
+        cls,
+        name: str,
+        principal: Principal,
+        filter: str | None,
+        sort: str | None,
+        limit: int,
+        cursor: str | None,
+        fields: str | None,
+    ) -> PageRequest:
+        try:
+            keys = _sort_keys(sort or DEFAULT_SORT)
+            expression = parsed(filter) if filter else None
+            projection = parse_fields(fields) if fields else None
+        except ExpressionError as exc:
+            raise InvalidFilter(str(exc), position=exc.position) from None
+        if not 1 <= limit <= MAX_LIMIT:
+            raise ValidationFailed(
+                f"limit must be between 1 and {MAX_LIMIT}",
+                [{"field": "limit", "message": f"between 1 and {MAX_LIMIT}"}],
+            )
+        identity = (name, filter, [str(key) for key in keys], limit, cursor, fields)
+        context = ExpressionContext(principal)
+        return cls(name, principal, context, keys, expression, projection, limit, identity)
+
+    @property
+    def scope(self) -> str:
+        """What a cursor is made for: the collection and the sort order."""
+        return f"{self.name}\n{','.join(str(key) for key in self.keys)}"
+
+    @property
+    def filter_names(self) -> set[str]:
+        """The caller's values the filter reads."""
+        return set() if self.expression is None else context_names(self.expression)
+
+    def sql(
+        self, collection: Collection, dialect: Dialect, last: list[Any] | None
+    ) -> tuple[str, list[Any], bool]:
+        """The page's SQL (one row more than the limit) and parameters, and whether it
+        selects each record as its JSON (``_json``). Raises when the caller may not list
+        the collection or filters on what it may not see."""
+        read_paths = [key.path for key in self.keys]
+        if self.expression is not None:
+            read_paths += paths_of(self.expression)
+        refuse_hidden_paths(collection, self.principal, read_paths)
+        clauses = [list_clause(collection, self.principal, dialect, self.context)]
+        if self.expression is not None:
+            clauses.append(compile_filter_cached(self.expression, dialect, self.context))
+        if last is not None:
+            clauses.append(keyset_sql(self.keys, last, dialect))
+        where = [clause for clause in clauses if clause is not None]
+        encoded = dialect.record_json_sql()
+        if self.projection is not None or not sees_all_fields(collection, self.principal):
+            encoded = None
+        columns = COLUMNS if encoded is None else f"{encoded} AS _json"
+        sql, params = page_sql(self.name, self.keys, where, self.limit + 1, dialect, columns)
+        return sql, params, encoded is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,8 +282,8 @@ class Records:
             raise collections.missing(name)
         return collections.from_joined(row), None if row["id"] is None else to_public(row)
 
-    async def _collection(self, name: str) -> Collection:
-        async with self._storage.read(replica=True) as conn:
+    async def _collection(self, name: str, *, replica: bool) -> Collection:
+        async with self._storage.read(replica=replica) as conn:
             return await collections.load(conn, name)
 
     async def query(
@@ -223,87 +297,59 @@ class Records:
         cursor: str | None = None,
         fields: str | None = None,
     ) -> Page:
-        context = ExpressionContext(principal)
-        try:
-            keys = _sort_keys(sort or DEFAULT_SORT)
-            expression = parsed(filter) if filter else None
-            projection = parse_fields(fields) if fields else None
-        except ExpressionError as exc:
-            raise InvalidFilter(str(exc), position=exc.position) from None
-        if not 1 <= limit <= MAX_LIMIT:
-            raise ValidationFailed(
-                f"limit must be between 1 and {MAX_LIMIT}",
-                [{"field": "limit", "message": f"between 1 and {MAX_LIMIT}"}],
-            )
-        scope = f"{name}\n{','.join(str(key) for key in keys)}"
-        last = self._cursors.decode(scope, cursor) if cursor else None
-        if last is not None and len(last) != len(keys):
+        wanted = PageRequest.parse(name, principal, filter, sort, limit, cursor, fields)
+        last = self._cursors.decode(wanted.scope, cursor) if cursor else None
+        if last is not None and len(last) != len(wanted.keys):
             raise InvalidCursor("the cursor does not fit this sort order")
-        dialect = self._storage.dialect
-
-        def page_query(collection: Collection) -> tuple[str, list[Any], bool]:
-            """The page's SQL and parameters, and whether it selects records as JSON."""
-            read_paths = [key.path for key in keys]
-            if expression is not None:
-                read_paths += paths_of(expression)
-            refuse_hidden_paths(collection, principal, read_paths)
-            clauses = [list_clause(collection, principal, dialect, context)]
-            if expression is not None:
-                clauses.append(compile_filter_cached(expression, dialect, context))
-            if last is not None:
-                clauses.append(keyset_sql(keys, last, dialect))
-            where = [c for c in clauses if c is not None]
-            encoded = dialect.record_json_sql()
-            if projection is not None or not sees_all_fields(collection, principal):
-                encoded = None
-            columns = COLUMNS if encoded is None else f"{encoded} AS _json"
-            sql, params = page_sql(name, keys, where, limit + 1, dialect, columns)
-            return sql, params, encoded is not None
-
-        def body(collection: Collection, rows: list[Row], as_json: bool) -> bytes:
-            more = len(rows) > limit
-            rows = rows[:limit]
-            next_cursor = None
-            if more:
-                last_row = rows[-1]
-                next_cursor = self._cursors.encode(
-                    scope, [last_row[f"_k{i}"] for i in range(len(keys))]
-                )
-            items: list[JSONObject] | list[orjson.Fragment]
-            if as_json:
-                items = [orjson.Fragment(row["_json"]) for row in rows]
-            else:
-                items = [strip_hidden(collection, principal, to_public(row)) for row in rows]
-                if projection is not None:
-                    items = [project(item, projection) for item in items]
-            return orjson.dumps({"items": items, "next_cursor": next_cursor})
-
-        async def load(collection: Collection | None, *, replica: bool) -> tuple[Collection, bytes]:
-            try:
-                async with self._storage.read(replica=replica) as conn:
-                    if collection is None:
-                        collection = await collections.load(conn, name)
-                    sql, params, as_json = page_query(collection)
-                    rows = await conn.fetch_all(sql, params)
-            except MissingTable:  # dropped since its definition was read
-                raise collections.missing(name) from None
-            return collection, body(collection, rows, as_json)
-
         if self._cache is None:
-            collection, page = await load(None, replica=True)
+            async with self._storage.read(replica=True) as conn:
+                collection = await collections.load(conn, name)
+                page = await self._page(conn, wanted, collection, last)
             return Page(page, cache_control(collection))
-        collection, tokens = await self._cache.collection(name, lambda: self._collection(name))
-        page_query(collection)  # refuses the caller before anything is served
-        if tokens is None:
-            return Page((await load(collection, replica=True))[1], cache_control(collection))
+        collection, tokens = await self._cache.collection(  # fills read the primary
+            name, lambda: self._collection(name, replica=False)
+        )
+        wanted.sql(collection, self._storage.dialect, last)  # refuses before serving
+        key = None if tokens is None else self._cache.page_key(collection, tokens, wanted)
+        if key is None:
+            async with self._storage.read(replica=True) as conn:
+                page = await self._page(conn, wanted, collection, last)
+            return Page(page, cache_control(collection))
 
         async def fill() -> bytes:  # from the primary: see roost.records.cache
-            return (await load(collection, replica=False))[1]
+            async with self._storage.read() as conn:
+                return await self._page(conn, wanted, collection, last)
 
-        identity = [name, filter, [str(key) for key in keys], limit, cursor, fields]
-        filter_names = context_names(expression) if expression is not None else set()
-        page = await self._cache.page(collection, tokens, identity, filter_names, principal, fill)
-        return Page(page, cache_control(collection))
+        return Page(await self._cache.page(key, fill), cache_control(collection))
+
+    async def _page(
+        self,
+        conn: Connection,
+        wanted: PageRequest,
+        collection: Collection,
+        last: list[Any] | None,
+    ) -> bytes:
+        """One page's JSON, ``{"items": [...], "next_cursor": ...}``."""
+        sql, params, as_json = wanted.sql(collection, self._storage.dialect, last)
+        try:
+            rows = await conn.fetch_all(sql, params)
+        except MissingTable:  # dropped since its definition was read
+            raise collections.missing(wanted.name) from None
+        limit, keys = wanted.limit, wanted.keys
+        next_cursor = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            values = [rows[-1][f"_k{i}"] for i in range(len(keys))]
+            next_cursor = self._cursors.encode(wanted.scope, values)
+        items: list[JSONObject] | list[orjson.Fragment]
+        if as_json:
+            items = [orjson.Fragment(row["_json"]) for row in rows]
+        else:
+            principal = wanted.principal
+            items = [strip_hidden(collection, principal, to_public(row)) for row in rows]
+            if wanted.projection is not None:
+                items = [project(item, wanted.projection) for item in items]
+        return orjson.dumps({"items": items, "next_cursor": next_cursor})
 
     # writes
 
