@@ -50,6 +50,22 @@ bench-realtime: $(STAMP)
 	@$(BIN)/python -c 'import websockets, asyncpg' 2>/dev/null || $(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/realtime/run.py
 
+# Record reads and a cacheable list page on PostgreSQL with the server's cache off, in
+# Redis and in process, beside the bare ASGI server and asyncpg (bench/README.md, "Cache");
+# also the last step of `make bench`; `make bench-cache BENCH_MODE=quick` is an 80 s
+# smoke run. Installs wrk, redis-server and PostgreSQL (as root, from Debian) if missing.
+define bench-cache-setup
+	@command -v wrk >/dev/null && command -v redis-server >/dev/null && \
+	  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  { apt-get update && apt-get install -y wrk redis-server postgresql; }
+	@$(BIN)/python -c 'import asyncpg, redis' 2>/dev/null || $(BIN)/pip install -q -e '.[bench,redis]'
+endef
+
+.PHONY: bench-cache
+bench-cache: $(STAMP)
+	$(bench-cache-setup)
+	$(BIN)/python bench/cache/run.py
+
 # Roost under six workloads beside its ceilings, in the same run (bench/README.md):
 # `make bench` (under 10 minutes), `make bench-quick` (under 2). Add Parse Server with
 # `make bench PEER_PARSE_URL=http://127.0.0.1:1337/parse PEER_PARSE_DIR=/tmp/parse-peer`.
@@ -65,8 +81,10 @@ endef
 
 bench: $(STAMP)
 	$(bench-setup)
+	$(bench-cache-setup)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/realtime/run.py
+	$(BIN)/python bench/cache/run.py
 
 bench-quick: $(STAMP)
 	$(bench-setup)

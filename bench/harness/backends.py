@@ -1,6 +1,6 @@
 """Where Roost keeps its data in a configuration: the embedded SQLite file, or a throwaway
 durable PostgreSQL (``tests/postgres_server.py``) tuned like the Parse peer's cluster;
-optionally a throwaway Redis (the hook for the caching issue)."""
+optionally a throwaway Redis (cache and broker)."""
 
 from __future__ import annotations
 
@@ -124,7 +124,7 @@ def open_backend(name: str, *, redis: bool = False, keep: bool = False) -> Itera
             backend.environment["ROOST_DATABASE_URL"] = backend.pg.url
         elif name != "sqlite":
             raise ValueError(f"unknown backend {name!r}: sqlite or postgres")
-        if redis:  # the caching issue's hook: Roost reads these once it has a cache layer
+        if redis:
             from redis_server import RedisServer
 
             backend.redis = RedisServer(directory=folder / "redis")
