@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
+import structlog
+
 from roost.auth.identities import IdentitySignIn
 from roost.auth.oidc import IdentityVerifier
 from roost.auth.recovery import Recovery
@@ -25,6 +27,8 @@ from roost.records.collections import Collections
 from roost.records.service import Records
 from roost.settings import Settings
 from roost.storage.base import Storage, open_storage
+
+log = structlog.get_logger("roost")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +77,7 @@ async def open_components(settings: Settings) -> AsyncIterator[Components]:
         metrics = Metrics()
         cache = None if settings.cache_url == "none" else open_cache(settings.cache_url)
         record_cache = None
-        # An in-process cache with several workers would miss the other workers' writes.
+        # An in-process cache would miss the writes of other processes: see Settings.
         if cache is not None and (cache.shared or settings.workers == 1):
             stack.push_async_callback(cache.aclose)
             record_cache = RecordCache(
@@ -83,6 +87,12 @@ async def open_components(settings: Settings) -> AsyncIterator[Components]:
             )
             storage.after_commit(record_cache.invalidate)
             metrics.watch_cache(record_cache, cache.backend)
+            if not cache.shared and not settings.database_url.startswith("sqlite:"):
+                log.warning(
+                    "cache_in_process_on_shared_database",
+                    detail="correct only while this is the database's only instance;"
+                    " several instances share a Redis cache",
+                )
         records = Records(storage, settings, record_cache)
         tokens = access_tokens(settings)
         accounts = Accounts(storage, records, tokens, settings)

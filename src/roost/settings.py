@@ -55,9 +55,11 @@ class Settings(BaseSettings):
     database_url: str = ""
     """``sqlite:///path/to.db`` (default: ``roost.db`` in the data folder), ``sqlite://:memory:``
     or ``postgresql://user:password@host:5432/database``."""
-    cache_url: str = "memory://"
+    cache_url: str = ""
     """``memory://`` (this process; used only with one worker), ``redis://host:6379/0``,
-    ``rediss://``, ``redis+cluster://host:port,host:port``, or ``none`` (no cache)."""
+    ``rediss://``, ``redis+cluster://host:port,host:port``, or ``none`` (no cache). Empty:
+    ``memory://`` on the embedded SQLite with one worker, else ``none`` (instances on one
+    PostgreSQL must share a cache, or each would miss the others' writes)."""
     cache_ttl_seconds: float = Field(default=300.0, gt=0, le=24 * 3600)
     """How long a cached record or list page lives at most; writes replace it sooner."""
     broker_url: str = "memory://"
@@ -65,7 +67,7 @@ class Settings(BaseSettings):
     """Signs access tokens and cursors. Generated into the data folder when not given."""
     previous_secret_keys: list[SecretStr] = []
     """Former secret keys: access tokens they signed verify until they expire."""
-    metrics_token: SecretStr | None = None
+    metrics_token: SecretStr | None = Field(default=None, min_length=16)
     """What Prometheus sends as ``Authorization: Bearer <token>`` to read ``/metrics``;
     without one, only admins may read them."""
 
@@ -167,9 +169,12 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _default_database(self) -> Settings:
+    def _defaults(self) -> Settings:
         if not self.database_url:
             object.__setattr__(self, "database_url", f"sqlite:///{self.data_dir / 'roost.db'}")
+        if not self.cache_url:
+            alone = self.database_url.startswith("sqlite:") and self.workers == 1
+            object.__setattr__(self, "cache_url", "memory://" if alone else "none")
         postgres = ("postgresql://", "postgres://")
         if self.database_replica_urls and not (
             self.database_url.startswith(postgres)

@@ -149,7 +149,9 @@ class RedisCache(_RedisCacheBase):
             timeout=None,  # waiting for a connection counts against the call's timeout
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
+            # One retry: a pooled connection that Redis closed (a restart) reconnects at
+            # once instead of failing the call; the call's timeout still bounds both.
+            retry=Retry(NoBackoff(), 1),
         )
         super().__init__(aioredis.Redis.from_pool(pool), timeout)
 

@@ -14,9 +14,11 @@ from roost.http.context import components, require_admin
 async def metrics(request: Request) -> Response:
     found = components(request)
     token = found.settings.metrics_token
-    sent = request.headers.get("authorization", "")
-    if token is None or not hmac.compare_digest(
-        sent.encode(), f"Bearer {token.get_secret_value()}".encode()
+    scheme, _, sent = request.headers.get("authorization", "").partition(" ")
+    if (
+        token is None
+        or scheme.lower() != "bearer"
+        or not hmac.compare_digest(sent.strip().encode(), token.get_secret_value().encode())
     ):
         await require_admin(request)
     return Response(found.metrics.render(), media_type=CONTENT_TYPE_LATEST)
