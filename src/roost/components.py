@@ -64,8 +64,9 @@ def access_tokens(settings: Settings) -> AccessTokens:
 async def open_components(settings: Settings) -> AsyncIterator[Components]:
     """Open every backend named in ``settings``; close them all when the block ends.
 
-    In the background for the block's duration: the outbox worker (queued mail), the
-    realtime feed following the change log, and the pruning of old changes.
+    In the background for the block's duration: the cache's replay of invalidations that
+    could not be delivered, the outbox worker (queued mail), the realtime feed following
+    the change log, and the pruning of old changes.
     """
     settings = settings.with_secret()
     async with AsyncExitStack() as stack:
@@ -93,6 +94,8 @@ async def open_components(settings: Settings) -> AsyncIterator[Components]:
                     detail="correct only while this is the database's only instance;"
                     " several instances share a Redis cache",
                 )
+        if record_cache is not None:
+            await stack.enter_async_context(_running(record_cache.replay))
         records = Records(storage, settings, record_cache)
         tokens = access_tokens(settings)
         accounts = Accounts(storage, records, tokens, settings)

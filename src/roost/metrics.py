@@ -82,5 +82,5 @@ class CacheCollector(Collector):
             "1 when the cache's store answers and no invalidation is pending",
             labels=["tier"],
         )
-        up.add_metric([self._tier], float(self._cache.cache.healthy and self._cache.trusted))
+        up.add_metric([self._tier], float(self._cache.cache.healthy and self._cache.usable()))
         yield up

@@ -778,8 +778,8 @@ async def test_writes_during_an_outage_are_not_served_stale_after_it(
     api: Api, frozen: list[RedisServer]
 ) -> None:
     """A frozen Redis keeps the entries and tokens of before the outage. A write made
-    while the cache fails at once (its breaker open) cannot replace its tokens: the
-    instance must replace them before it serves from the cache again."""
+    while it is frozen cannot replace its tokens (the call times out): the instance must
+    replace them before it serves from the cache again."""
     await api.create_collection(collection("feed", cache_lists=True))
     path = record("feed", await create(api, "feed", {"title": "before"}))
     for _ in range(2):
@@ -790,7 +790,7 @@ async def test_writes_during_an_outage_are_not_served_stale_after_it(
         os.kill(node.process.pid, signal.SIGSTOP)
     counts = await counted(api)
     assert (await get(api, path))["title"] == "before"  # times out: the breaker opens
-    await patch(api, path, {"title": "during"})  # so nothing of this reaches Redis
+    await patch(api, path, {"title": "during"})  # its invalidation times out
     await create(api, "feed", {"title": "new"})
     for _ in range(2):
         assert (await get(api, path))["title"] == "during"

@@ -453,6 +453,52 @@ async def test_after_a_failure_calls_fail_at_once_for_retry_seconds(
 
 
 @pytest.mark.slow
+async def test_writes_are_not_shed_while_reads_are(redis_server: RedisServer) -> None:
+    cache = RedisCache(redis_server.url)
+    try:
+        redis_server.stop()
+        with pytest.raises(CacheUnavailable):
+            await cache.get("k")
+        redis_server.start()
+        with pytest.raises(CacheUnavailable, match="retrying soon"):
+            await cache.get("k")
+        await cache.set("k", b"invalidated", 60)  # an invalidation does not wait its turn
+        assert cache.healthy
+        assert await cache.get("k") == b"invalidated"
+    finally:
+        await cache.aclose()
+
+
+@pytest.mark.slow
+async def test_after_the_pause_one_read_at_a_time_tries_the_store(
+    redis_server: RedisServer,
+) -> None:
+    cache = RedisCache(redis_server.url)
+    assert redis_server.process is not None
+    try:
+        await cache.set("k", b"v", 60)
+        os.kill(redis_server.process.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(CacheUnavailable):
+                await cache.get("k")  # waits out the timeout
+            await asyncio.sleep(RETRY_SECONDS)
+
+            async def seconds_to_fail() -> float:
+                started = time.monotonic()
+                with pytest.raises(CacheUnavailable):
+                    await cache.get("k")
+                return time.monotonic() - started
+
+            waits = sorted(await asyncio.gather(*(seconds_to_fail() for _ in range(20))))
+            assert waits[-1] >= DEFAULT_TIMEOUT * 0.9  # the one that tried
+            assert waits[-2] < 0.05  # the others did not wait for the hanging store
+        finally:
+            os.kill(redis_server.process.pid, signal.SIGCONT)
+    finally:
+        await cache.aclose()
+
+
+@pytest.mark.slow
 async def test_a_hanging_redis_fails_within_the_timeout(redis_server: RedisServer) -> None:
     cache = RedisCache(redis_server.url)
     try:

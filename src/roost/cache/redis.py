@@ -12,10 +12,13 @@ off before the URL reaches redis-py)::
 redis-py never retries: a call that fails for any reason (refused, timed out, cluster
 down, redirected too often, any exception from the driver) raises ``CacheUnavailable``
 at once and makes the cache unhealthy, with one warning per outage. While it is unhealthy,
-calls within ``RETRY_SECONDS`` of the last failure raise at once without trying; the
-first call that succeeds after that makes it healthy again, with one info line, so
-recovery needs no restart. A call that began before the last failure proves nothing
-about Redis now and does not count as a recovery.
+reads (``get``, ``get_many``, ``claim``) are shed: within ``RETRY_SECONDS`` of the last
+failure they raise at once without trying, and after that one read at a time tries the
+store. Writes (``set``, ``delete``) always try, within the timeout: a write to the cache
+may be an invalidation that other instances depend on. The first call that succeeds
+makes the cache healthy again, with one info line, so recovery needs no restart. A call
+that began before the last failure proves nothing about Redis now and does not count as
+a recovery.
 
 Keys are strings (UTF-8 in Redis). On a cluster, ``get_many`` of keys that share a
 ``{hash tag}`` is one MGET on one node; keys spread over several slots cost one MGET per
@@ -48,7 +51,7 @@ T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 0.25
 """Seconds one call may take (connecting included) before the cache counts as down."""
-MAX_CONNECTIONS = 16
+MAX_CONNECTIONS = 64
 """Calls in flight per process (per node on a cluster); more wait for one, within the
 timeout (Redis answers in microseconds)."""
 DEFAULT_PORT = 6379
@@ -73,14 +76,16 @@ class _RedisCacheBase(Cache):
         """Healthy until a call fails: a cache never used has not failed."""
         self._failed_at = -math.inf
         """When the last call failed (``time.monotonic``)."""
+        self._probing = False
+        """Whether a read is trying the store while it is unhealthy."""
 
     async def get(self, key: str) -> bytes | None:
-        return cast("bytes | None", await self._call(lambda: self._client.get(key)))
+        return cast("bytes | None", await self._read(lambda: self._client.get(key)))
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:
             return []
-        return cast("list[bytes | None]", await self._call(lambda: self._client.mget(keys)))
+        return cast("list[bytes | None]", await self._read(lambda: self._client.mget(keys)))
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         milliseconds = _milliseconds(ttl)
@@ -93,7 +98,7 @@ class _RedisCacheBase(Cache):
     async def claim(self, key: str, value: bytes, ttl: float) -> bytes:
         milliseconds = _milliseconds(ttl)
         # SET NX GET (Redis 7): the old value, or nil when this call stored ``value``.
-        current = await self._call(
+        current = await self._read(
             lambda: self._client.set(key, value, px=milliseconds, nx=True, get=True)
         )
         return value if current is None else cast("bytes", current)
@@ -105,11 +110,23 @@ class _RedisCacheBase(Cache):
     async def aclose(self) -> None:
         await self._client.aclose()
 
+    async def _read(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """``_call``, shed while the store is known to be down: within ``RETRY_SECONDS``
+        of the last failure every read fails at once, and after that one read at a time
+        tries the store until one succeeds."""
+        if self._healthy:
+            return await self._call(operation)
+        if self._probing or time.monotonic() - self._failed_at < RETRY_SECONDS:
+            raise CacheUnavailable(f"the cache ({self.backend}) is down; retrying soon")
+        self._probing = True
+        try:
+            return await self._call(operation)
+        finally:
+            self._probing = False
+
     async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run ``operation`` within the timeout; CacheUnavailable when it fails."""
         started = time.monotonic()
-        if not self._healthy and started - self._failed_at < RETRY_SECONDS:
-            raise CacheUnavailable(f"the cache ({self.backend}) is down; retrying soon")
         try:
             async with asyncio.timeout(self._timeout):
                 result = await self._run(operation)

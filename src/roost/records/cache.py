@@ -34,25 +34,29 @@ absent id does not reach the database each time.
 
 **Stampedes.** Concurrent misses of one record under the same tokens share one database
 read per instance (single flight; callers with other tokens never join a read begun
-before their write). List pages, which cost more, are also refreshed early by
-probabilistic expiry (``Loader``), so instances do not all miss at once.
+before their write), and the records loaded lately are kept by tokens, so a reader
+whose lookup raced the fill does not load again. List pages, which cost more, are also
+refreshed early by probabilistic expiry (``Loader``), so instances do not all miss at
+once.
 
 **Fills read the primary**: a replica behind the token it was read under would store an
 old version under a current token.
 
 **Outage.** When the cache does not answer, reads go to the database (no coalescing:
-without tokens, a read in flight may predate a write). A write whose tokens could not be
-replaced is committed all the same; its keys are kept (up to ``MAX_PENDING``) and this
-instance serves nothing from the cache until it has replaced them: at the latest the
-entry TTL later when the pending keys overflowed. Another instance that can still reach
-the cache while this one cannot (a partition) may serve the old version until then.
+without tokens, a read in flight may predate a write). Token replacements always try
+the store, even while reads are shed (``roost.cache.redis``). A write whose tokens
+could not be replaced is committed all the same; its keys are kept (up to
+``MAX_PENDING``) and replaced by ``replay`` as soon as the cache answers, and this
+instance reads nothing from the cache meanwhile (for an entry TTL when more were
+pending than kept). Another instance that reaches the cache while this one cannot (a
+partition), or a Redis that comes back with entries it persisted before the write, may
+serve the older version until the replay: run the cache's Redis without persistence.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import math
 import os
 import struct
 import time
@@ -83,6 +87,8 @@ TOKEN_TTL_FACTOR = 4
 """Tokens live this many entry TTLs (a lost token only costs misses)."""
 DEFINITIONS_KEPT = 256
 """Parsed definitions kept per process, by collection and token."""
+LANDED_KEPT = 1024
+"""Records kept per process after loading them (``RecordCache._landed``)."""
 MAX_PENDING = 10_000
 """Keys whose tokens could not be replaced, kept to replace them when the cache is back."""
 RETRY_PENDING_SECONDS = 0.25
@@ -129,10 +135,15 @@ class RecordCache:
             tuple[str, bytes, bytes], tuple[Collection, JSONObject | None]
         ] = SingleFlight()
         self._definitions: OrderedDict[tuple[str, bytes], Collection] = OrderedDict()
+        self._landed: OrderedDict[
+            tuple[str, bytes, bytes], tuple[Collection, JSONObject | None]
+        ] = OrderedDict()
+        """Records this process loaded lately, by key and tokens: a reader whose cache
+        lookup raced a fill of the same tokens takes its result instead of loading again
+        (as good as the entry the fill stores: the tokens are what make it current)."""
         self._pending: dict[str, int] = {}
         """Keys whose new token could not be stored, with the failure count when it failed."""
         self._failures = 0
-        self._retried_at = -math.inf
         self._overflowed_at: float | None = None
         self._observe = observe
 
@@ -140,18 +151,13 @@ class RecordCache:
     def coalesced(self) -> int:
         return self._flights.coalesced
 
-    @property
-    def trusted(self) -> bool:
-        """Whether this instance may serve from the cache: no token replacement pending."""
-        return not self._pending and self._overflowed_at is None
-
     # reads
 
     async def record(
         self, name: str, record_id: str, load: LoadRecord
     ) -> tuple[Collection, JSONObject | None]:
         """The record (all fields) and its collection, from the cache or ``load()``."""
-        if not await self.usable():
+        if not self.usable():
             self.records.bypassed += 1
             return await load()
         tag = f"roost:{{r.{name}.{record_id}}}"
@@ -170,18 +176,26 @@ class RecordCache:
             self.records.hits += 1
             self._definitions.move_to_end((name, tokens.definition))
             return collection, opened[0]
+        flight = (tag, tokens.definition, tokens.records)
+        landed = self._landed.get(flight)
+        if landed is not None:
+            self.records.hits += 1
+            return landed
         self.records.misses += 1
 
         async def fill() -> tuple[Collection, JSONObject | None]:
             collection, record = await load()
             self._remember(name, tokens.definition, collection)
+            self._landed[flight] = (collection, record)
+            while len(self._landed) > LANDED_KEPT:
+                self._landed.popitem(last=False)
             try:
                 await self.cache.set(f"{tag}:e", _entry(tokens, record), self.ttl)
             except CacheUnavailable:
                 self.records.errors += 1
             return collection, record
 
-        return await self._flights.run((tag, tokens.definition, tokens.records), fill)
+        return await self._flights.run(flight, fill)
 
     async def collection(
         self, name: str, load: Callable[[], Awaitable[Collection]]
@@ -202,9 +216,7 @@ class RecordCache:
         the page is not to be cached."""
         definition = collection.definition
         rule = definition.rules.list
-        names = wanted.filter_names
-        if rule:
-            names |= context_names(parsed(rule))
+        names = wanted.filter_names | (context_names(parsed(rule)) if rule else set())
         if not definition.options.cache_lists or "now" in names:
             return None
         shared = rule == "" and not definition.hidden_fields and not names
@@ -228,7 +240,7 @@ class RecordCache:
 
     async def collection_tokens(self, name: str) -> Tokens | None:
         """The collection's current tokens; None when the cache cannot be used."""
-        if not await self.usable():
+        if not self.usable():
             return None
         written_key = f"roost:{{c.{name}}}:w"
         try:
@@ -253,12 +265,20 @@ class RecordCache:
 
     # inside
 
-    async def usable(self) -> bool:
-        """Whether to use the cache now: pending token replacements are retried first
-        (by one caller per ``RETRY_PENDING_SECONDS``; the others go to the database)."""
-        if self._pending and time.monotonic() - self._retried_at >= RETRY_PENDING_SECONDS:
-            self._retried_at = time.monotonic()
-            await self._replace(set())
+    async def replay(self, stop: asyncio.Event) -> None:
+        """Until ``stop`` is set: replace the pending tokens, every
+        ``RETRY_PENDING_SECONDS`` while some are pending (at start, with the instance)."""
+        while not stop.is_set():
+            if self._pending:
+                await self._replace(set())
+            try:
+                await asyncio.wait_for(stop.wait(), RETRY_PENDING_SECONDS)
+            except TimeoutError:
+                pass
+
+    def usable(self) -> bool:
+        """Whether to read from the cache now: not while tokens are pending replacement
+        (``replay``), nor for an entry TTL after more were pending than could be kept."""
         if self._overflowed_at is not None:
             if time.monotonic() - self._overflowed_at < self.ttl:
                 return False

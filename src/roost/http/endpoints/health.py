@@ -50,4 +50,4 @@ async def _cache_check(record_cache: RecordCache | None) -> str:
         await record_cache.cache.get("roost:ready")
     except CacheUnavailable:
         return "down"
-    return "ok" if await record_cache.usable() else "pending"
+    return "ok" if record_cache.usable() else "pending"
