@@ -76,26 +76,7 @@ async def open_components(settings: Settings) -> AsyncIterator[Components]:
         collections = Collections(storage)
         await collections.ensure_builtin()
         metrics = Metrics()
-        cache = None if settings.cache_url == "none" else open_cache(settings.cache_url)
-        record_cache = None
-        # An in-process cache would miss the writes of other processes: see Settings.
-        if cache is not None and (cache.shared or settings.workers == 1):
-            stack.push_async_callback(cache.aclose)
-            record_cache = RecordCache(
-                cache,
-                settings.cache_ttl_seconds,
-                observe=metrics.cache_seconds.labels(cache.backend).observe,
-            )
-            storage.after_commit(record_cache.invalidate)
-            metrics.watch_cache(record_cache, cache.backend)
-            if not cache.shared and not settings.database_url.startswith("sqlite:"):
-                log.warning(
-                    "cache_in_process_on_shared_database",
-                    detail="correct only while this is the database's only instance;"
-                    " several instances share a Redis cache",
-                )
-        if record_cache is not None:
-            await stack.enter_async_context(_running(record_cache.replay))
+        record_cache = await _open_record_cache(settings, storage, metrics, stack)
         records = Records(storage, settings, record_cache)
         tokens = access_tokens(settings)
         accounts = Accounts(storage, records, tokens, settings)
@@ -135,6 +116,31 @@ async def open_components(settings: Settings) -> AsyncIterator[Components]:
             record_cache=record_cache,
             metrics=metrics,
         )
+
+
+async def _open_record_cache(
+    settings: Settings, storage: Storage, metrics: Metrics, stack: AsyncExitStack
+) -> RecordCache | None:
+    """The record cache named by ``cache_url``, told of every commit, its pending
+    invalidations replayed in the background; None when nothing is to be cached."""
+    if settings.cache_url == "none":
+        return None
+    cache = open_cache(settings.cache_url)
+    if not cache.shared and settings.workers > 1:
+        return None  # each worker would miss the others' writes (see Settings.cache_url)
+    if not cache.shared and not settings.database_url.startswith("sqlite:"):
+        log.warning(
+            "cache_in_process_on_shared_database",
+            detail="correct only while this is the database's only instance;"
+            " several instances share a Redis cache",
+        )
+    stack.push_async_callback(cache.aclose)
+    observe = metrics.cache_seconds.labels(cache.backend).observe
+    record_cache = RecordCache(cache, settings.cache_ttl_seconds, observe=observe)
+    storage.after_commit(record_cache.invalidate)
+    metrics.watch_cache(record_cache, cache.backend)
+    await stack.enter_async_context(_running(record_cache.replay))
+    return record_cache
 
 
 @asynccontextmanager
