@@ -6,16 +6,21 @@ integers (no lock on the hot path); collectors read them when Prometheus scrapes
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from roost import __version__
 from roost.records.cache import RecordCache
 from roost.storage.base import STATEMENTS
 
 CACHE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+UNMATCHED = "unmatched"
+"""The route label of a request no route matched (404, 405): paths are not labels."""
 
 
 class Metrics:
@@ -29,7 +34,32 @@ class Metrics:
             registry=self.registry,
             buckets=CACHE_BUCKETS,
         )
+        self.requests = Counter(
+            "roost_http_requests",
+            "HTTP requests answered, by method, route template and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "roost_http_request_seconds",
+            "Time from a request's arrival to the end of its response, by method and route",
+            ["method", "route"],
+            registry=self.registry,
+            buckets=REQUEST_BUCKETS,
+        )
+        self.in_flight = Gauge(
+            "roost_http_requests_in_flight", "HTTP requests being served", registry=self.registry
+        )
+        Info("roost_build", "The running Roost", registry=self.registry).info(
+            {"version": __version__, "python": platform.python_version()}
+        )
         self.registry.register(StorageCollector())
+
+    def request_done(self, method: str, route: str | None, status: int, seconds: float) -> None:
+        """Count one answered request (``route``: its template; None when none matched)."""
+        route = route or UNMATCHED
+        self.requests.labels(method, route, str(status)).inc()
+        self.request_seconds.labels(method, route).observe(seconds)
 
     def watch_cache(self, cache: RecordCache, tier: str) -> None:
         self.registry.register(CacheCollector(cache, tier))

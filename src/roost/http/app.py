@@ -49,6 +49,7 @@ class Router(StarletteRouter):
             match, child_scope = route.matches(scope)
             if match is Match.FULL:
                 scope.update(child_scope)
+                scope["route_template"] = route.path  # for metrics and the access log
                 try:
                     response = await route.endpoint(Request(scope, receive, send))
                 except Exception as exc:

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from roost.errors import BadRequest, PayloadTooLarge
 from roost.http.problems import error_response, problem
 from roost.logs import REQUEST_ID
+from roost.metrics import Metrics
 from roost.storage.base import CONSISTENCY, Consistency, format_lsn, parse_lsn
 
 REQUEST_ID_HEADER = b"x-request-id"
@@ -26,14 +27,16 @@ log = structlog.get_logger("roost.access")
 
 
 class Requests:
-    """The outermost layer: the request id, the access log, and errors as problems.
+    """The outermost layer: the request id, the access log, request metrics, and errors
+    as problems.
 
     Uses the client's ``X-Request-Id`` when it is sane, else makes one, and echoes it. The
     id lives in ``roost.logs.REQUEST_ID`` for the request's duration, so every log line
     written while serving it carries the id. One access line per request at ``info``.
     The last resort for errors (endpoints' errors are answered by the router, inside the
     other middleware): one raised below becomes its problem response, unless the response
-    had already started.
+    had already started. Each request is counted in the app's ``Metrics`` by its route
+    template (which the router puts in the scope), never by its path.
     """
 
     def __init__(self, app: ASGIApp, access_log: bool) -> None:
@@ -61,6 +64,9 @@ class Requests:
             await send(message)
 
         token = REQUEST_ID.set(request_id.decode())
+        metrics = _metrics(scope)
+        if metrics is not None:
+            metrics.in_flight.inc()
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
@@ -69,15 +75,27 @@ class Requests:
             response = error_response(exc, scope["method"], scope["path"])
             await response(scope, receive, send_with_id)
         finally:
+            seconds = time.perf_counter() - started
+            route = scope.get("route_template")
+            if metrics is not None:
+                metrics.in_flight.dec()
+                metrics.request_done(scope["method"], route, status, seconds)
             if self.access_log:
                 log.info(
                     "request",
                     method=scope["method"],
                     path=scope["path"],
+                    route=route,
                     status=status,
-                    ms=round((time.perf_counter() - started) * 1000, 2),
+                    ms=round(seconds * 1000, 2),
                 )
             REQUEST_ID.reset(token)
+
+
+def _metrics(scope: Scope) -> Metrics | None:
+    """The app's metrics; None before its components are open."""
+    components = getattr(scope["app"].state, "components", None)
+    return None if components is None else components.metrics
 
 
 class Compress(GZipMiddleware):
