@@ -1,0 +1,172 @@
+"""Three ``roost serve`` instances on one throwaway PostgreSQL and Redis behind a real
+HAProxy running ``deploy/haproxy.cfg`` as shipped (its addresses from the environment).
+
+- Requests sent through HAProxy reach all three instances, about evenly: each instance's
+  own ``/metrics`` counts them.
+- A WebSocket client connected through HAProxy (so to one instance) receives an event
+  for every write sent through HAProxy, though the writes went to the other instances.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import CHEAP_PASSWORDS, LiveServer, free_port
+from guarantees.live import SECRET, admin_token, create_collection
+from realtime.client import RealtimeClient
+from redis_server import RedisServer
+
+pytestmark = pytest.mark.slow
+
+CONFIG = Path(__file__).parents[2] / "deploy" / "haproxy.cfg"
+METRICS_TOKEN = "metrics-token-of-the-haproxy-tests"
+INSTANCES = 3
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "haproxy exited"
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"haproxy did not listen on {port}")
+
+
+@pytest.fixture
+def cluster(
+    tmp_path: Path, postgres_url: str, redis_server: RedisServer
+) -> Iterator[tuple[str, list[LiveServer]]]:
+    """The HAProxy URL and the instances behind it."""
+    env = {
+        "ROOST_SECRET_KEY": SECRET,
+        "ROOST_DATABASE_URL": postgres_url,
+        "ROOST_CACHE_URL": redis_server.url,
+        "ROOST_BROKER_URL": redis_server.url,
+        "ROOST_METRICS_TOKEN": METRICS_TOKEN,
+        "ROOST_TRUSTED_PROXIES": '["127.0.0.1"]',
+        **{f"ROOST_{name.upper()}": str(value) for name, value in CHEAP_PASSWORDS.items()},
+    }
+    servers = [
+        LiveServer(data_dir=tmp_path / f"roost{n}" / "data", port=free_port(), env=env)
+        for n in range(1, INSTANCES + 1)
+    ]
+    port = free_port()
+    proxy_env = {
+        **os.environ,
+        "ROOST_BIND": f"127.0.0.1:{port}",
+        **{f"ROOST_{n}": f"127.0.0.1:{s.port}" for n, s in enumerate(servers, start=1)},
+    }
+    proxy = None
+    try:
+        for server in servers:
+            server.start()
+        with (tmp_path / "haproxy.log").open("ab") as log:  # the child keeps a copy
+            proxy = subprocess.Popen(
+                ["haproxy", "-db", "-f", str(CONFIG)],
+                env=proxy_env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        wait_for_port(port, proxy)
+        yield f"http://127.0.0.1:{port}", servers
+    finally:
+        if proxy is not None:
+            proxy.terminate()
+            proxy.wait(timeout=10)
+        for server in servers:
+            server.kill()
+
+
+def health_requests(server: LiveServer) -> float:
+    """How many ``GET /api/health`` the instance answered, from its own metrics."""
+    response = httpx.get(
+        f"{server.url}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
+    )
+    assert response.status_code == 200, response.text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if sample.name == "roost_http_requests_total"
+        and sample.labels.get("route") == "/api/health"
+    )
+
+
+async def test_requests_through_haproxy_reach_every_instance(
+    cluster: tuple[str, list[LiveServer]],
+) -> None:
+    url, servers = cluster
+    sent = 300
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+
+        async def client(count: int) -> None:
+            for _ in range(count):
+                response = await http.get("/api/health")
+                assert response.status_code == 200, response.text
+
+        await asyncio.gather(*(client(sent // 10) for _ in range(10)))
+    counts = [health_requests(server) for server in servers]
+    assert sum(counts) == sent, counts
+    assert min(counts) >= sent / INSTANCES / 2, f"unevenly spread: {counts}"
+
+
+async def test_a_websocket_through_haproxy_hears_writes_taken_by_every_instance(
+    cluster: tuple[str, list[LiveServer]],
+) -> None:
+    url, servers = cluster
+    token = admin_token(servers[0])
+    create_collection(
+        url,
+        token,
+        {
+            "name": "posts",
+            "fields": {"n": {"type": "integer"}},
+            "rules": {"list": "", "view": "", "create": None, "update": None, "delete": None},
+        },
+    )
+    writes = 30
+    async with RealtimeClient.connect(url, token) as listener:
+        await listener.subscribe("s1", "posts")
+        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+            headers = {"Authorization": f"Bearer {token}"}
+            for n in range(writes):
+                response = await http.post(
+                    "/api/collections/posts/records", json={"n": n}, headers=headers
+                )
+                assert response.status_code == 201, response.text
+        await listener.wait_for(lambda _: len(listener.events("s1")) >= writes, timeout=15)
+        assert sorted(event["record"]["n"] for event in listener.events("s1")) == list(
+            range(writes)
+        )
+    writers = [
+        sum(
+            sample.value
+            for family in text_string_to_metric_families(
+                httpx.get(
+                    f"{server.url}/metrics",
+                    headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
+                ).text
+            )
+            for sample in family.samples
+            if sample.name == "roost_http_requests_total"
+            and sample.labels.get("route") == "/api/collections/{name}/records"
+            and sample.labels.get("status") == "201"
+        )
+        for server in servers
+    ]
+    # The listener is on one instance; writes taken by two or more reached it from
+    # another (leastconn sends them away from the instance holding the WebSocket).
+    assert sum(writers) == writes, f"writes per instance: {writers}"
+    assert sum(1 for count in writers if count) >= 2, f"writes per instance: {writers}"
