@@ -50,6 +50,7 @@ class Metrics:
         self.in_flight = Gauge(
             "roost_http_requests_in_flight", "HTTP requests being served", registry=self.registry
         )
+        self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         Info("roost_build", "The running Roost", registry=self.registry).info(
             {"version": __version__, "python": platform.python_version()}
         )
@@ -57,9 +58,15 @@ class Metrics:
 
     def request_done(self, method: str, route: str | None, status: int, seconds: float) -> None:
         """Count one answered request (``route``: its template; None when none matched)."""
-        route = route or UNMATCHED
-        self.requests.labels(method, route, str(status)).inc()
-        self.request_seconds.labels(method, route).observe(seconds)
+        key = (method, route or UNMATCHED, status)
+        series = self._series.get(key)
+        if series is None:  # labels() costs a lock and a lookup: once per series
+            series = self._series[key] = (
+                self.requests.labels(key[0], key[1], str(status)),
+                self.request_seconds.labels(key[0], key[1]),
+            )
+        series[0].inc()
+        series[1].observe(seconds)
 
     def watch_cache(self, cache: RecordCache, tier: str) -> None:
         self.registry.register(CacheCollector(cache, tier))
