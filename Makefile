@@ -24,12 +24,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-# The tests start their own throwaway Redis, PostgreSQL and HAProxy: install the binaries
-# (as root, from Debian) when they are missing.
+# The tests start their own throwaway Redis, PostgreSQL, HAProxy and nginx: install the
+# binaries (as root, from Debian) when they are missing.
 services:
 	@command -v redis-server >/dev/null && command -v haproxy >/dev/null && \
-	  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
-	  { apt-get update && apt-get install -y redis-server postgresql haproxy; }
+	  command -v nginx >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  { apt-get update && apt-get install -y redis-server postgresql haproxy nginx; }
 
 test: $(STAMP) services lint
 	$(BIN)/pytest

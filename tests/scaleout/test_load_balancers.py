@@ -1,5 +1,7 @@
 """Three ``roost serve`` instances on one throwaway PostgreSQL and Redis behind a real
-HAProxy running ``deploy/haproxy.cfg`` as shipped (its addresses from the environment).
+load balancer, each test once per shipped configuration: HAProxy running
+``deploy/haproxy.cfg`` as it is (its addresses from the environment), and nginx running
+``deploy/nginx.conf`` with its listen address and upstream list replaced.
 
 - Requests sent through HAProxy reach all three instances, about evenly: each instance's
   own ``/metrics`` counts them.
@@ -28,7 +30,7 @@ from redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
 
-CONFIG = Path(__file__).parents[2] / "deploy" / "haproxy.cfg"
+DEPLOY = Path(__file__).parents[2] / "deploy"
 METRICS_TOKEN = "metrics-token-of-the-haproxy-tests"
 INSTANCES = 3
 
@@ -36,19 +38,68 @@ INSTANCES = 3
 def wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        assert process.poll() is None, "haproxy exited"
+        assert process.poll() is None, "the load balancer exited"
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.05)
-    raise RuntimeError(f"haproxy did not listen on {port}")
+    raise RuntimeError(f"the load balancer did not listen on {port}")
 
 
-@pytest.fixture
+def start_haproxy(folder: Path, port: int, servers: list[LiveServer]) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "ROOST_BIND": f"127.0.0.1:{port}",
+        **{f"ROOST_{n}": f"127.0.0.1:{s.port}" for n, s in enumerate(servers, start=1)},
+    }
+    with (folder / "haproxy.log").open("ab") as log:  # the child keeps a copy
+        return subprocess.Popen(
+            ["haproxy", "-db", "-f", str(DEPLOY / "haproxy.cfg")],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+
+
+def start_nginx(folder: Path, port: int, servers: list[LiveServer]) -> subprocess.Popen[bytes]:
+    upstreams = folder / "upstreams.conf"
+    upstreams.write_text(
+        "".join(f"server 127.0.0.1:{s.port} max_fails=2 fail_timeout=5s;\n" for s in servers)
+    )
+    shipped = (DEPLOY / "nginx.conf").read_text()
+    site = shipped.replace("listen 80;", f"listen 127.0.0.1:{port};").replace(
+        "include /etc/nginx/roost-upstreams.conf;", f"include {upstreams};"
+    )
+    assert f"include {upstreams};" in site and f":{port};" in site, "the shipped file changed"
+    (folder / "roost.conf").write_text(site)
+    temp = " ".join(
+        f"{kind}_temp_path {folder / kind};" for kind in ("client_body", "proxy", "fastcgi")
+    )
+    (folder / "nginx.conf").write_text(
+        f"daemon off; user root; pid {folder / 'nginx.pid'};\n"
+        f"error_log {folder / 'nginx.log'} warn;\n"
+        "events { worker_connections 1024; }\n"
+        f"http {{ access_log off; {temp} uwsgi_temp_path {folder / 'uwsgi'};"
+        f" scgi_temp_path {folder / 'scgi'}; include {folder / 'roost.conf'}; }}\n"
+    )
+    return subprocess.Popen(
+        ["nginx", "-c", str(folder / "nginx.conf"), "-e", str(folder / "nginx.log")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+PROXIES = {"haproxy": start_haproxy, "nginx": start_nginx}
+
+
+@pytest.fixture(params=sorted(PROXIES))
 def cluster(
-    tmp_path: Path, postgres_url: str, redis_server: RedisServer
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    postgres_url: str,
+    redis_server: RedisServer,
 ) -> Iterator[tuple[str, list[LiveServer]]]:
-    """The HAProxy URL and the instances behind it."""
+    """The load balancer's URL and the instances behind it."""
     env = {
         "ROOST_SECRET_KEY": SECRET,
         "ROOST_DATABASE_URL": postgres_url,
@@ -63,22 +114,11 @@ def cluster(
         for n in range(1, INSTANCES + 1)
     ]
     port = free_port()
-    proxy_env = {
-        **os.environ,
-        "ROOST_BIND": f"127.0.0.1:{port}",
-        **{f"ROOST_{n}": f"127.0.0.1:{s.port}" for n, s in enumerate(servers, start=1)},
-    }
     proxy = None
     try:
         for server in servers:
             server.start()
-        with (tmp_path / "haproxy.log").open("ab") as log:  # the child keeps a copy
-            proxy = subprocess.Popen(
-                ["haproxy", "-db", "-f", str(CONFIG)],
-                env=proxy_env,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
+        proxy = PROXIES[request.param](tmp_path, port, servers)
         wait_for_port(port, proxy)
         yield f"http://127.0.0.1:{port}", servers
     finally:
@@ -104,7 +144,7 @@ def health_requests(server: LiveServer) -> float:
     )
 
 
-async def test_requests_through_haproxy_reach_every_instance(
+async def test_requests_through_the_load_balancer_reach_every_instance(
     cluster: tuple[str, list[LiveServer]],
 ) -> None:
     url, servers = cluster
@@ -122,7 +162,7 @@ async def test_requests_through_haproxy_reach_every_instance(
     assert min(counts) >= sent / INSTANCES / 2, f"unevenly spread: {counts}"
 
 
-async def test_a_websocket_through_haproxy_hears_writes_taken_by_every_instance(
+async def test_a_websocket_through_the_load_balancer_hears_writes_others_took(
     cluster: tuple[str, list[LiveServer]],
 ) -> None:
     url, servers = cluster
