@@ -129,8 +129,9 @@ def cluster(
             server.kill()
 
 
-def health_requests(server: LiveServer) -> float:
-    """How many ``GET /api/health`` the instance answered, from its own metrics."""
+def answered(server: LiveServer, **labels: str) -> float:
+    """How many requests with these labels (``route``, ``status``...) the instance
+    answered, from its own metrics."""
     response = httpx.get(
         f"{server.url}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
     )
@@ -140,7 +141,7 @@ def health_requests(server: LiveServer) -> float:
         for family in text_string_to_metric_families(response.text)
         for sample in family.samples
         if sample.name == "roost_http_requests_total"
-        and sample.labels.get("route") == "/api/health"
+        and all(sample.labels.get(name) == value for name, value in labels.items())
     )
 
 
@@ -157,7 +158,7 @@ async def test_requests_through_the_load_balancer_reach_every_instance(
                 assert response.status_code == 200, response.text
 
         await asyncio.gather(*(client(sent // 10) for _ in range(10)))
-    counts = [health_requests(server) for server in servers]
+    counts = [answered(server, route="/api/health") for server in servers]
     assert sum(counts) == sent, counts
     assert min(counts) >= sent / INSTANCES / 2, f"unevenly spread: {counts}"
 
@@ -190,22 +191,8 @@ async def test_a_websocket_through_the_load_balancer_hears_writes_others_took(
         assert sorted(event["record"]["n"] for event in listener.events("s1")) == list(
             range(writes)
         )
-    writers = [
-        sum(
-            sample.value
-            for family in text_string_to_metric_families(
-                httpx.get(
-                    f"{server.url}/metrics",
-                    headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
-                ).text
-            )
-            for sample in family.samples
-            if sample.name == "roost_http_requests_total"
-            and sample.labels.get("route") == "/api/collections/{name}/records"
-            and sample.labels.get("status") == "201"
-        )
-        for server in servers
-    ]
+    records = "/api/collections/{name}/records"
+    writers = [answered(server, route=records, status="201") for server in servers]
     # The listener is on one instance; writes taken by two or more reached it from
     # another (leastconn sends them away from the instance holding the WebSocket).
     assert sum(writers) == writes, f"writes per instance: {writers}"

@@ -127,8 +127,6 @@ None)."""
 class Connection(ABC):
     """A connection inside ``Storage.read()`` or one transaction inside ``Storage.write()``."""
 
-    appended = False
-    """Set by ``Storage.append_change``: the block wrote a change (``Storage.on_commit``)."""
     touched: list[Touched] | None = None
     """What the block changed (``touch``), for ``Storage.after_commit``."""
 
@@ -138,6 +136,11 @@ class Connection(ABC):
         if self.touched is None:
             self.touched = []
         self.touched.append((collection, record_id))
+
+    @property
+    def appended(self) -> bool:
+        """Whether the block wrote a change to a record (``Storage.on_commit``)."""
+        return any(record_id is not None for _, record_id in self.touched or ())
 
     row_lock = ""
     """Appended to a ``SELECT`` in a write transaction that reads rows it will change: they

@@ -464,7 +464,6 @@ class PostgresStorage(Storage):
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (collection, record_id, op, version, owner, at, record, before),
         )
-        conn.appended = True
         conn.touch(collection, record_id)
         return 0
 

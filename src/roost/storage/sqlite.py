@@ -408,7 +408,6 @@ class SQLiteStorage(Storage):
             (collection, record_id, op, version, owner, at, record, before),
         )
         assert row is not None
-        conn.appended = True
         conn.touch(collection, record_id)
         return int(row["position"])
 
