@@ -67,6 +67,16 @@ bench-cache: $(STAMP)
 	$(bench-cache-setup)
 	$(BIN)/python bench/cache/run.py
 
+# The mixed workload through HAProxy (deploy/haproxy.cfg as shipped) on 1, 2 and 3 Roost
+# instances sharing one PostgreSQL and Redis, beside the bare ASGI server behind the same
+# HAProxy (bench/README.md, "Scale-out"); also the last step of `make bench`;
+# `make bench-scaleout BENCH_MODE=quick` is a 1-minute smoke run. Installs haproxy too.
+.PHONY: bench-scaleout
+bench-scaleout: $(STAMP)
+	$(bench-cache-setup)
+	@command -v haproxy >/dev/null || { apt-get update && apt-get install -y haproxy; }
+	$(BIN)/python bench/scaleout/run.py
+
 # Roost under six workloads beside its ceilings, in the same run (bench/README.md):
 # `make bench` (under 10 minutes), `make bench-quick` (under 2). Add Parse Server with
 # `make bench PEER_PARSE_URL=http://127.0.0.1:1337/parse PEER_PARSE_DIR=/tmp/parse-peer`.
@@ -86,6 +96,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/realtime/run.py
 	$(BIN)/python bench/cache/run.py
+	$(MAKE) bench-scaleout
 
 bench-quick: $(STAMP)
 	$(bench-setup)

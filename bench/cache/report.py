@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.machine import how_it_ran
+
 ROOST_CPU = ("server", "postgres", "redis", "load", "other")
 CACHE_LABELS = {"none": "off (`none`)", "redis": "Redis", "memory": "in process (`memory://`)"}
 
@@ -92,7 +94,6 @@ def ceiling_table(results: dict[str, Any]) -> list[str]:
 def markdown(results: dict[str, Any]) -> str:
     meta = results["meta"]
     plan = meta["plan"]
-    versions = meta["versions"]
     background = ", ".join(
         f"{CACHE_LABELS[cache]} {rate:.1f}"
         for cache, rate in meta["background_statements_per_second"].items()
@@ -100,9 +101,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"# Cache: {meta['date']}, commit {meta['git']}",
         "",
-        f"`{meta['command']}` ({plan['mode']} run, {meta['wall_seconds']:.0f} s);"
-        f" {meta['nproc']} vCPU {meta['cpu']}, load average {meta['loadavg_start']} at the"
-        f" start, {meta['loadavg_end']} at the end; {', '.join(versions.values())}.",
+        how_it_ran(meta, plan["mode"]),
         "",
         f"One `roost serve --workers 1` per cache, all on one throwaway durable PostgreSQL"
         f" (and Redis): collection `items`, {plan['records']:,} records in"

@@ -36,12 +36,8 @@ The exit status is 1 when a run had errors, a probe failed or a server logged an
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import os
-import platform
 import secrets
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -59,8 +55,10 @@ from harness.backends import SQL, Backend, open_backend
 from harness.ceilings import HelloServer, hello_server
 from harness.cpu import Meter, wait_idle
 from harness.load import Load, median_load, show, wrk
-from harness.machine import cpu_model, first_line, git_state, loadavg
+from harness.machine import describe_run, first_line, loadavg
+from harness.plan import Rounds, environment_mode, rounds_from
 from harness.pyspy import profile
+from harness.results import begin, finish
 from harness.roost import ERROR_MARKERS, VENV_PY, RoostServer, log
 
 from cache.ceiling import db_load
@@ -78,7 +76,6 @@ from cache.fixture import (
 from cache.report import markdown
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE.parent / "results"
 LUA = HERE.parent / "lua"  # common.lua, which paths.lua uses
 MODES = {
     "full": {"DURATION": "3", "WARMUP": "2", "REPEATS": "5"},
@@ -91,42 +88,26 @@ WORKLOADS = {"read": "record", "list": "page"}
 
 
 @dataclass(frozen=True)
-class Plan:
-    mode: str
-    duration: int
-    warmup: int
-    repeats: int
+class Plan(Rounds):
     records: int
     hot: int
     categories: int
     caches: list[str]
-    threads: int
-    conns: int
     profile_seconds: int
-    keep: bool
 
 
 def plan_from(env: dict[str, str], mode: str) -> Plan:
-    def get(name: str, default: str = "") -> str:
-        return env.get(name) or MODES[mode].get(name, default)
-
-    caches = [c.strip() for c in get("CACHES", "none,redis,memory").split(",") if c.strip()]
+    caches = [c.strip() for c in (env.get("CACHES") or "none,redis,memory").split(",") if c.strip()]
     unknown = [c for c in caches if c not in CACHES]
     if unknown or "none" not in caches:
         sys.exit(f"CACHES={','.join(caches)}: a list of {', '.join(CACHES)} with none in it")
     return Plan(
-        mode=mode,
-        duration=int(get("DURATION")),
-        warmup=int(get("WARMUP")),
-        repeats=int(get("REPEATS")),
-        records=int(get("RECORDS", "10000")),
-        hot=int(get("HOT", "1000")),
-        categories=int(get("CATEGORIES", "10")),
+        **rounds_from(env, mode, MODES),
+        records=int(env.get("RECORDS") or "10000"),
+        hot=int(env.get("HOT") or "1000"),
+        categories=int(env.get("CATEGORIES") or "10"),
         caches=["none", *(c for c in CACHES if c in caches and c != "none")],
-        threads=int(get("THREADS", "2")),
-        conns=int(get("CONNS", "50")),
-        profile_seconds=int(get("PROFILE_SECONDS", "0")),
-        keep=bool(env.get("KEEP_DATA")),
+        profile_seconds=int(env.get("PROFILE_SECONDS") or "0"),
     )
 
 
@@ -419,55 +400,24 @@ def row(series: Series, found: dict[str, Series], cache: str, workload: str) -> 
     }
 
 
-def describe(plan: Plan, backend: Backend) -> dict[str, Any]:
-    redis_version = first_line(["redis-server", "--version"])
-    return {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "command": command(),
-        "git": git_state(),
-        "nproc": os.cpu_count(),
-        "cpu": cpu_model(),
-        "loadavg_start": loadavg(),
-        "plan": asdict(plan),
-        "versions": {
-            "python": f"Python {platform.python_version()}",
-            "granian": f"Granian {importlib.metadata.version('granian')}",
-            "postgres": backend.version(),
-            "redis": redis_version.split(" sha=")[0],
-            "asyncpg": f"asyncpg {importlib.metadata.version('asyncpg')}",
-            "redis-py": f"redis-py {importlib.metadata.version('redis')}",
-            "wrk": first_line(["wrk", "-v"]).split(" [")[0],
-        },
-        "python": VENV_PY,
-    }
-
-
 KNOBS = "DURATION WARMUP REPEATS RECORDS HOT CATEGORIES CACHES THREADS CONNS PROFILE_SECONDS"
 KNOBS += " BENCH_MODE"
 
 
-def command() -> str:
-    """How this run was started: the knobs set in the environment, then the script."""
-    knobs = [f"{k}={os.environ[k]}" for k in KNOBS.split() if os.environ.get(k)]
-    knobs += [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("ROOST_")]
-    script = os.path.relpath(sys.argv[0], HERE.parents[1])
-    return " ".join([*knobs, ".venv/bin/python", script, *sys.argv[1:]])
-
-
-def environment_mode(argv: list[str]) -> str:
-    return "quick" if "--quick" in argv or os.environ.get("BENCH_MODE") == "quick" else "full"
+def describe(plan: Plan, backend: Backend) -> dict[str, Any]:
+    versions = {
+        "postgres": backend.version(),
+        "redis": first_line(["redis-server", "--version"]).split(" sha=")[0],
+        "asyncpg": f"asyncpg {importlib.metadata.version('asyncpg')}",
+        "redis-py": f"redis-py {importlib.metadata.version('redis')}",
+    }
+    return {**describe_run(KNOBS, versions), "plan": asdict(plan), "python": VENV_PY}
 
 
 def main() -> int:
     plan = plan_from(dict(os.environ), environment_mode(sys.argv[1:]))
-    if shutil.which("wrk") is None:
-        sys.exit("wrk not found: apt-get install -y wrk (make bench-cache installs it)")
-    if shutil.which("redis-server") is None:
-        sys.exit("redis-server not found: apt-get install -y redis-server")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up below
+    out = begin("cache", ["wrk", "redis-server"], "make bench-cache")
     started = time.monotonic()
-    out = RESULTS / f"cache-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
-    out.mkdir(parents=True)
     log(
         f"{plan.mode} cache run: caches {plan.caches}, {plan.repeats} x {plan.duration} s"
         f" after {plan.warmup} s; results in {out}"
@@ -527,17 +477,9 @@ def main() -> int:
         for workload in WORKLOADS
         for cache in plan.caches
     ]
-    table = markdown(results)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "results.md").write_text(table)
-    print(table)
-    log(f"wrote {out}/ (results.json, results.md); {results['meta']['wall_seconds']:.0f} s")
-    errors = [f"{r['cache']} {r['workload']}" for r in results["rows"] if r["errors"]]
-    errors += [f"ceiling {n}" for n, c in results["ceilings"].items() if c["errors"]]
-    if errors or problems:
-        log(f"FAILED: errors in {errors}; {problems[:5]}")
-        return 1
-    return 0
+    errors = [f"errors in {r['cache']} {r['workload']}" for r in results["rows"] if r["errors"]]
+    errors += [f"errors in ceiling {n}" for n, c in results["ceilings"].items() if c["errors"]]
+    return finish(out, results, markdown(results), errors + problems)
 
 
 if __name__ == "__main__":

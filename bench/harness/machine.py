@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import os
+import platform
 import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,3 +41,41 @@ def cpu_model() -> str:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return "?"
+
+
+def command(knobs: str) -> str:
+    """How this run was started: the ``knobs`` (names, space-separated) and ``ROOST_*``
+    variables set in the environment, then the script as run from the repository."""
+    found = [f"{k}={os.environ[k]}" for k in knobs.split() if os.environ.get(k)]
+    found += [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("ROOST_")]
+    script = os.path.relpath(sys.argv[0], REPO)
+    return " ".join([*found, ".venv/bin/python", script, *sys.argv[1:]])
+
+
+def describe_run(knobs: str, versions: dict[str, str]) -> dict[str, Any]:
+    """What a run's results.json starts with: when, how it was started, the commit, the
+    machine and its load; Python's, Granian's, ``versions``' and wrk's versions."""
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command": command(knobs),
+        "git": git_state(),
+        "nproc": os.cpu_count(),
+        "cpu": cpu_model(),
+        "loadavg_start": loadavg(),
+        "versions": {
+            "python": f"Python {platform.python_version()}",
+            "granian": f"Granian {importlib.metadata.version('granian')}",
+            **versions,
+            "wrk": first_line(["wrk", "-v"]).split(" [")[0],
+        },
+    }
+
+
+def how_it_ran(meta: dict[str, Any], mode: str) -> str:
+    """The sentence a results.md opens with, from ``describe_run``'s fields and the end's
+    (``wall_seconds``, ``loadavg_end``)."""
+    return (
+        f"`{meta['command']}` ({mode} run, {meta['wall_seconds']:.0f} s);"
+        f" {meta['nproc']} vCPU {meta['cpu']}, load average {meta['loadavg_start']} at the"
+        f" start, {meta['loadavg_end']} at the end; {', '.join(meta['versions'].values())}."
+    )

@@ -8,6 +8,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 WORKLOADS = {
     "a": "GET one record by id as its owner",
@@ -173,6 +174,40 @@ def plan_from(env: Mapping[str, str], mode: str) -> Plan:
             ),
         },
     )
+
+
+@dataclass(frozen=True)
+class Rounds:
+    """What the plans of ``make bench-cache`` and ``make bench-scaleout`` share: seconds of
+    each run and of each warm-up, rounds, wrk's threads and connections, KEEP_DATA."""
+
+    mode: str
+    duration: int
+    warmup: int
+    repeats: int
+    threads: int
+    conns: int
+    keep: bool
+
+
+def rounds_from(
+    env: Mapping[str, str], mode: str, modes: Mapping[str, Mapping[str, str]]
+) -> dict[str, Any]:
+    """``Rounds``' fields from ``env``: DURATION, WARMUP and REPEATS default to
+    ``modes[mode]``'s, THREADS to 2, CONNS to 50."""
+
+    def get(name: str) -> int:
+        return int(env.get(name) or modes[mode][name])
+
+    return {
+        "mode": mode,
+        "duration": get("DURATION"),
+        "warmup": get("WARMUP"),
+        "repeats": get("REPEATS"),
+        "threads": int(env.get("THREADS") or "2"),
+        "conns": int(env.get("CONNS") or "50"),
+        "keep": bool(env.get("KEEP_DATA")),
+    }
 
 
 def environment_mode(argv: list[str]) -> str:

@@ -17,10 +17,16 @@ STOP_TIMEOUT = 30.0
 
 @contextmanager
 def serving(
-    command: list[str], port: int, log_path: Path, env: Mapping[str, str], cwd: Path | None = None
+    command: list[str],
+    port: int,
+    log_path: Path,
+    env: Mapping[str, str],
+    cwd: Path | None = None,
+    ready: str = "/",
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``command`` (stderr appended to ``log_path``) until it answers ``GET /`` on
-    ``port``; at the block's end SIGTERM its whole session, SIGKILL if it lingers."""
+    """Run ``command`` (stderr appended to ``log_path``) until it answers ``GET ready``
+    with 200 on ``port``; at the block's end SIGTERM its whole session, SIGKILL if it
+    lingers."""
     with log_path.open("ab") as log_file:  # the child keeps its own copy
         process = subprocess.Popen(
             command,
@@ -31,7 +37,7 @@ def serving(
             start_new_session=True,
         )
     try:
-        wait_until_ready(port, "/", READY_TIMEOUT, lambda: process.poll() is None)
+        wait_until_ready(port, ready, READY_TIMEOUT, lambda: process.poll() is None)
         yield process
     finally:
         try:

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import signal
+import sys
+import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from harness.load import Load, median_load
+from harness.roost import log
 
 HTTP = "http-hello"
 PGBENCH = "pgbench-S"
+RESULTS = Path(__file__).resolve().parents[1] / "results"
 STORES = ["sqlite", "postgres", "postgres+redis"]
 
 
@@ -99,3 +107,29 @@ class Results:
                 entry["ratios"] = self.ratios(row)
             rows.append(entry)
         return {**self.meta, "rows": rows}
+
+
+def begin(name: str, binaries: list[str], target: str) -> Path:
+    """What a bench driver does first: check that the ``binaries`` it runs are installed
+    (``make TARGET`` installs them), turn SIGTERM into the clean-up, and make its results
+    folder, ``bench/results/NAME-<UTC time>/``."""
+    for binary in binaries:
+        if shutil.which(binary) is None:
+            sys.exit(f"{binary} not found: apt-get install -y {binary} ({target} does)")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up
+    out = RESULTS / f"{name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    out.mkdir(parents=True)
+    return out
+
+
+def finish(out: Path, report: dict[str, Any], text: str, failed: list[str]) -> int:
+    """``report`` as ``out``/results.json, ``text`` as ``out``/results.md, and printed; the
+    exit status: 1 when anything ``failed`` (said on stderr)."""
+    (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "results.md").write_text(text)
+    print(text)
+    log(f"wrote {out}/ (results.json, results.md); {report['meta']['wall_seconds']:.0f} s")
+    if failed:
+        log(f"FAILED: {failed[:8]}")
+        return 1
+    return 0
