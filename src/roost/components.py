@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -28,6 +29,9 @@ from roost.records.service import Records
 from roost.settings import Settings
 from roost.storage.base import Storage, open_storage
 
+if TYPE_CHECKING:
+    from roost.tracing import Tracing
+
 log = structlog.get_logger("roost")
 
 
@@ -49,6 +53,8 @@ class Components:
     """None when nothing is cached (``cache_url`` ``none``, or an in-process cache with
     several workers)."""
     metrics: Metrics
+    tracing: Tracing | None
+    """Spans of requests and statements; None unless ``otel_exporter_otlp_endpoint`` is set."""
 
 
 def access_tokens(settings: Settings) -> AccessTokens:
@@ -70,6 +76,7 @@ async def open_components(settings: Settings) -> AsyncIterator[Components]:
     """
     settings = settings.with_secret()
     async with AsyncExitStack() as stack:
+        tracing = _open_tracing(settings, stack)
         storage = open_storage(settings)
         stack.push_async_callback(storage.aclose)
         await storage.open()
@@ -115,7 +122,20 @@ async def open_components(settings: Settings) -> AsyncIterator[Components]:
             realtime=realtime,
             record_cache=record_cache,
             metrics=metrics,
+            tracing=tracing,
         )
+
+
+def _open_tracing(settings: Settings, stack: AsyncExitStack) -> Tracing | None:
+    """Tracing, when a collector is configured: only then is OpenTelemetry imported. Closed
+    last, so that it exports the spans of everything closed before."""
+    if not settings.otel_exporter_otlp_endpoint:
+        return None
+    from roost.tracing import Tracing
+
+    tracing = Tracing(settings)
+    stack.push_async_callback(tracing.aclose)
+    return tracing
 
 
 async def _open_record_cache(

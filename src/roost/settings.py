@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Literal
 
 import limits
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -75,6 +83,22 @@ class Settings(BaseSettings):
     port: int = Field(default=8090, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    otel_exporter_otlp_endpoint: str = Field(
+        default="",
+        pattern=r"^(https?://\S+)?$",
+        validation_alias=AliasChoices(
+            "roost_otel_exporter_otlp_endpoint", "otel_exporter_otlp_endpoint"
+        ),
+    )
+    """An OpenTelemetry collector's OTLP/HTTP base URL (``http://collector:4318``): each HTTP
+    request is then a span sent to ``<url>/v1/traces``. Also read from the standard
+    ``OTEL_EXPORTER_OTLP_ENDPOINT``. Empty: no tracing, and OpenTelemetry is not imported."""
+    otel_service_name: str = Field(
+        default="roost",
+        min_length=1,
+        validation_alias=AliasChoices("roost_otel_service_name", "otel_service_name"),
+    )
+    """The ``service.name`` of the spans; also read from the standard ``OTEL_SERVICE_NAME``."""
     cors_origins: list[str] = []
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)

@@ -30,6 +30,7 @@ LAYERS = {
     "realtime": 3,
     "components": 4,
     "metrics": 4,
+    "tracing": 4,
     "http": 5,
     "cli": 6,
     "__main__": 6,

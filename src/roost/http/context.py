@@ -20,6 +20,7 @@ from roost.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
+from roost.logs import note_caller
 from roost.settings import Settings
 from roost.types import JSON, JSONObject
 
@@ -40,14 +41,17 @@ def components(request: HTTPConnection) -> Components:
 
 
 def access_claims(request: Request) -> AccessClaims | None:
-    """The verified claims of ``Authorization: Bearer <access token>``; None without one."""
+    """The verified claims of ``Authorization: Bearer <access token>``; None without one.
+    The user is noted for the request's access line."""
     header = request.headers.get("authorization")
     if header is None:
         return None
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("the Authorization header must be 'Bearer <access token>'")
-    return components(request).tokens.verify(token.strip())
+    claims = components(request).tokens.verify(token.strip())
+    note_caller(claims.user_id)
+    return claims
 
 
 async def principal(request: Request) -> Principal:

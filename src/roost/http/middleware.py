@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from starlette.datastructures import Headers
@@ -15,10 +16,14 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from roost.errors import BadRequest, PayloadTooLarge
+from roost.http.client import client_ip
 from roost.http.problems import error_response, problem
-from roost.logs import REQUEST_ID
+from roost.logs import CALLER, REQUEST_ID, Caller
 from roost.metrics import Metrics
 from roost.storage.base import CONSISTENCY, Consistency, format_lsn, parse_lsn
+
+if TYPE_CHECKING:
+    from roost.tracing import Tracing
 
 REQUEST_ID_HEADER = b"x-request-id"
 POSITION_HEADER = b"roost-position"
@@ -32,7 +37,10 @@ class Requests:
 
     Uses the client's ``X-Request-Id`` when it is sane, else makes one, and echoes it. The
     id lives in ``roost.logs.REQUEST_ID`` for the request's duration, so every log line
-    written while serving it carries the id. One access line per request at ``info``.
+    written while serving it carries the id. One access line per request (and per
+    WebSocket connection, when it ends) at ``info``: the route template, never the path or
+    query, and the user that ``roost.logs.note_caller`` recorded, never a credential.
+    With tracing on, each HTTP request is a span (``roost.tracing``).
     The last resort for errors (endpoints' errors are answered by the router, inside the
     other middleware): one raised below becomes its problem response, unless the response
     had already started. Each request is counted in the app's ``Metrics`` by its route
@@ -44,26 +52,33 @@ class Requests:
         self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and self.access_log:
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = b""
-        for name, value in scope["headers"]:
-            if name == REQUEST_ID_HEADER and _VALID_REQUEST_ID.match(value):
-                request_id = value
-        if not request_id:
-            request_id = secrets.token_hex(16).encode()
+        request_id = _request_id(scope)
         started = time.perf_counter()
         status = 0
+        sent = 0
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, sent
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, request_id)]
+            else:
+                sent += len(message.get("body", b""))
             await send(message)
 
         token = REQUEST_ID.set(request_id.decode())
+        caller = Caller() if self.access_log else None
+        caller_token = CALLER.set(caller)
+        tracing = _tracing(scope)
+        span = None
+        if tracing is not None:
+            span = tracing.start(scope["method"], scope["headers"], request_id.decode())
         metrics = _metrics(scope)
         if metrics is not None:
             metrics.in_flight.inc()
@@ -80,22 +95,80 @@ class Requests:
             if metrics is not None:
                 metrics.in_flight.dec()
                 metrics.request_done(scope["method"], route, status, seconds)
-            if self.access_log:
+            if span is not None:
+                span.end(route, status)
+            if caller is not None:
+                line: dict[str, Any] = {"trace_id": span.trace_id} if span is not None else {}
                 log.info(
                     "request",
                     method=scope["method"],
-                    path=scope["path"],
                     route=route,
                     status=status,
-                    ms=round(seconds * 1000, 2),
+                    duration_ms=round(seconds * 1000, 2),
+                    user_id=caller.user_id,
+                    client=client_ip(scope, scope["app"].state.trusted_proxies),
+                    bytes_out=sent,
+                    **line,
                 )
+            CALLER.reset(caller_token)
             REQUEST_ID.reset(token)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A WebSocket connection with its request id and caller bound; one access line when
+        it ends, with the close code (the server's, else the client's)."""
+        started = time.perf_counter()
+        code: int | None = None
+
+        async def watch_send(message: Message) -> None:
+            nonlocal code
+            if message["type"] == "websocket.close" and code is None:
+                code = message.get("code", 1000)
+            await send(message)
+
+        async def watch_receive() -> Message:
+            nonlocal code
+            message = await receive()
+            if message["type"] == "websocket.disconnect" and code is None:
+                code = message.get("code", 1005)
+            return message
+
+        token = REQUEST_ID.set(_request_id(scope).decode())
+        caller = Caller()
+        caller_token = CALLER.set(caller)
+        try:
+            await self.app(scope, watch_receive, watch_send)
+        finally:
+            log.info(
+                "websocket",
+                route=getattr(scope.get("route"), "path", None),  # set by Starlette's router
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                user_id=caller.user_id,
+                client=client_ip(scope, scope["app"].state.trusted_proxies),
+                close_code=code,
+            )
+            CALLER.reset(caller_token)
+            REQUEST_ID.reset(token)
+
+
+def _request_id(scope: Scope) -> bytes:
+    """The client's ``X-Request-Id`` when it is sane, else a new one."""
+    request_id = b""
+    for name, value in scope["headers"]:
+        if name == REQUEST_ID_HEADER and _VALID_REQUEST_ID.match(value):
+            request_id = value
+    return request_id or secrets.token_hex(16).encode()
 
 
 def _metrics(scope: Scope) -> Metrics | None:
     """The app's metrics; None before its components are open."""
     components = getattr(scope["app"].state, "components", None)
     return None if components is None else components.metrics
+
+
+def _tracing(scope: Scope) -> Tracing | None:
+    """The app's tracing; None when off, or before its components are open."""
+    components = getattr(scope["app"].state, "components", None)
+    return None if components is None else components.tracing
 
 
 class Compress(GZipMiddleware):

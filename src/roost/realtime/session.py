@@ -27,6 +27,7 @@ from roost.errors import (
     Unauthorized,
     ValidationFailed,
 )
+from roost.logs import note_caller
 from roost.query.errors import ExpressionError
 from roost.query.limits import MAX_FILTER_LENGTH
 from roost.realtime.changes import GONE, Changed, EventOp, Reader, decode_cursor
@@ -192,6 +193,7 @@ class Session:
             self.realtime.connect(key)  # RateLimited when this user holds too many
             self._key = key
         self.principal, self.expires = principal, expires
+        note_caller(principal.id)  # for the connection's access line
         for sub in self.subs.values():  # a refreshed token may carry another role
             sub.reader = Reader(principal, sub.reader.filter)
             self.realtime.hub.refile(sub.collection)

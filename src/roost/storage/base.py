@@ -10,7 +10,7 @@ import asyncio
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -34,6 +34,18 @@ class StatementCount:
 
 
 STATEMENTS = StatementCount()
+
+StatementSpan = Callable[[str], AbstractContextManager[object]]
+STATEMENT_SPAN: ContextVar[StatementSpan | None] = ContextVar("roost_statement_span", default=None)
+"""Set for each request by ``roost.tracing`` when tracing is on: a span per statement."""
+_UNTRACED = nullcontext()
+
+
+def traced(sql: str) -> AbstractContextManager[object]:
+    """What a backend runs each statement in: its span while a traced request runs, else
+    nothing (a context variable read, ~0.2 µs)."""
+    span = STATEMENT_SPAN.get()
+    return _UNTRACED if span is None else span(sql)
 
 
 class StorageError(Exception):

@@ -62,6 +62,7 @@ from roost.storage.base import (
     UniqueViolation,
     parse_lsn,
     table_name,
+    traced,
 )
 from roost.storage.migrations.postgres import MIGRATIONS
 from roost.storage.migrations.runner import migrate
@@ -272,7 +273,8 @@ class PostgresConnection(Connection):
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         STATEMENTS.count += 1
         try:
-            status: str = await self._conn.execute(numbered(sql), *params)
+            with traced(sql):
+                status: str = await self._conn.execute(numbered(sql), *params)
         except FAILURES as exc:
             _fail(exc)
         return _rowcount(status)
@@ -280,7 +282,8 @@ class PostgresConnection(Connection):
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         STATEMENTS.count += 1
         try:
-            records = await self._conn.fetch(numbered(sql), *params)
+            with traced(sql):
+                records = await self._conn.fetch(numbered(sql), *params)
         except FAILURES as exc:
             _fail(exc)
         return [dict(record) for record in records]
@@ -288,7 +291,8 @@ class PostgresConnection(Connection):
     async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         STATEMENTS.count += 1
         try:
-            record = await self._conn.fetchrow(numbered(sql), *params)
+            with traced(sql):
+                record = await self._conn.fetchrow(numbered(sql), *params)
         except FAILURES as exc:
             _fail(exc)
         return None if record is None else dict(record)

@@ -53,6 +53,7 @@ from roost.storage.base import (
     StorageError,
     UniqueViolation,
     table_name,
+    traced,
 )
 from roost.storage.migrations.runner import migrate
 from roost.storage.migrations.sqlite import MIGRATIONS
@@ -93,7 +94,8 @@ class ReaderConnection(ReadConnection):
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         STATEMENTS.count += 1
         try:
-            rows = list(await self._conn.execute_fetchall(sql, params))
+            with traced(sql):
+                rows = list(await self._conn.execute_fetchall(sql, params))
         except sqlite3.OperationalError as exc:
             raise _operational_error(exc) from exc
         names = rows[0].keys() if rows else []
@@ -123,7 +125,8 @@ class WriterConnection(Connection):
 def _run(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
     STATEMENTS.count += 1
     try:
-        return conn.execute(sql, params)
+        with traced(sql):
+            return conn.execute(sql, params)
     except sqlite3.IntegrityError as exc:
         raise _integrity_error(exc) from exc
     except sqlite3.OperationalError as exc:
@@ -165,7 +168,8 @@ class InlineConnection(ReadConnection):
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         self._budget.deadline = time.perf_counter() + INLINE_BUDGET_SECONDS
         try:
-            rows = _rows(self._conn.execute(sql, params))
+            with traced(sql):
+                rows = _rows(self._conn.execute(sql, params))
         except sqlite3.OperationalError as exc:
             if not any(word in str(exc) for word in ("interrupted", "locked", "busy")):
                 raise _operational_error(exc) from exc
