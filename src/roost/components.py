@@ -83,6 +83,8 @@ async def open_components(settings: Settings) -> AsyncIterator[Components]:
         collections = Collections(storage)
         await collections.ensure_builtin()
         metrics = Metrics()
+        metrics.watch_storage(storage)
+        await stack.enter_async_context(metrics.running())
         record_cache = await _open_record_cache(settings, storage, metrics, stack)
         records = Records(storage, settings, record_cache)
         tokens = access_tokens(settings)
@@ -97,11 +99,13 @@ async def open_components(settings: Settings) -> AsyncIterator[Components]:
         stack.push_async_callback(mailer.aclose)
         outbox = OutboxWorker(storage, mailer)
         await stack.enter_async_context(_running(outbox.run, outbox.notify))
+        metrics.watch_outbox(outbox)
         broker = open_broker(settings.broker_url)
         stack.push_async_callback(broker.aclose)
         await broker.open()
         storage.on_commit(broker.publish)
         realtime = Realtime(storage, broker, tokens, settings)
+        metrics.watch_realtime(realtime)
         await stack.enter_async_context(realtime.running())
         retention = settings.change_retention_seconds
         await stack.enter_async_context(

@@ -348,7 +348,7 @@ async def test_a_sqlite_read_that_finds_a_lock_goes_to_a_reader_thread(tmp_path:
         assert isinstance(storage, SQLiteStorage)
         budget = Budget()
         inline.set_progress_handler(budget, 1000)
-        conn = InlineConnection(inline, budget, storage.read)
+        conn = InlineConnection(inline, budget, storage.read, storage.timing.read)
         query = "SELECT id FROM r_posts WHERE id = 'a'"
         assert await asyncio.wait_for(conn.fetch_one(query), 1) == {"id": "a"}
         inline.close()

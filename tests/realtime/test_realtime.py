@@ -20,6 +20,7 @@ from websockets.asyncio.client import connect as ws_connect
 
 from conftest import LiveServer, free_port
 from guarantees.live import admin_token, create_collection
+from metrics.scrape import scrape, value
 from postgres_server import PostgresServer
 from realtime.client import RealtimeClient, ws_url
 
@@ -37,6 +38,7 @@ NOTES = {
     },
 }
 PASSWORD = "a-long-enough-password"
+METRICS_TOKEN = "metrics-token-of-the-realtime-tests"
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -51,6 +53,7 @@ def server(
         "ROOST_REALTIME_SEND_QUEUE": "50",
         "ROOST_REALTIME_MAX_SUBSCRIPTIONS": "5",
         "ROOST_REALTIME_MAX_CONNECTIONS_PER_USER": "8",
+        "ROOST_METRICS_TOKEN": METRICS_TOKEN,
     }
     if request.param == "postgres":
         postgres: PostgresServer = request.getfixturevalue("postgres_server")
@@ -307,6 +310,7 @@ async def test_a_slow_consumer_is_disconnected_and_memory_stays_bounded(
 ) -> None:
     alice, _ = users
     big = "x" * 20_000
+    counted = scrape(server.url, METRICS_TOKEN)
     async with RealtimeClient.connect(server.url, alice.token) as fast:
         await fast.subscribe("s", "notes")
         async with small_window_client(server, alice.token) as slow:
@@ -321,6 +325,11 @@ async def test_a_slow_consumer_is_disconnected_and_memory_stays_bounded(
         await fast.wait_for(lambda m: m.get("id") == created[-1], timeout=10)
         assert [m["id"] for m in fast.events("s")][-1500:] == created
     assert closed[0] == 4009 and received < 1500
+    then, now = counted, scrape(server.url, METRICS_TOKEN)
+    slow = ("roost_realtime_closed_total", {"code": "4009"})
+    assert value(now, slow[0], **slow[1]) - value(then, slow[0], **slow[1]) == 1
+    dropped = "roost_realtime_events_dropped_total"
+    assert value(now, dropped) - value(then, dropped) >= 1  # the event its full queue refused
     # 1,500 events of 20 kB are 30 MB; the slow client may hold at most its queue (50 events)
     # plus what the sockets buffer before it is dropped.
     assert grown < 6 * 1024, f"server RSS grew {grown} KiB"

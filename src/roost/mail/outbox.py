@@ -126,6 +126,9 @@ class OutboxWorker:
         self._clock = clock
         self._jitter = jitter
         self._wake = asyncio.Event()
+        self.queued = 0
+        """Mail queued and not yet sent (retries due later included, dead letters not), as
+        counted at the last look for due mail: for metrics."""
 
     def notify(self) -> None:
         """Mail was queued: look for it now instead of at the next poll."""
@@ -184,12 +187,15 @@ class OutboxWorker:
         now = self._clock()
         lease_end = now + timedelta(seconds=self._policy.lease)
         async with self._storage.read() as conn:  # idle polls never take the write lock
-            due = await conn.fetch_one(
-                "SELECT 1 FROM _outbox WHERE sent IS NULL AND next_attempt <= ?"
-                " AND (claimed_until IS NULL OR claimed_until <= ?) LIMIT 1",
-                (iso(now), iso(now)),
+            found = await conn.fetch_one(
+                "SELECT count(*) AS queued, count(CASE WHEN next_attempt <= ?"
+                " AND (claimed_until IS NULL OR claimed_until <= ?) THEN 1 END) AS due"
+                " FROM _outbox WHERE sent IS NULL AND next_attempt < ?",
+                (iso(now), iso(now), GAVE_UP),
             )
-        if due is None:
+        assert found is not None
+        self.queued = found["queued"]
+        if not found["due"]:
             return [], lease_end
         async with self._storage.write() as conn:
             # The outer test repeats the claim condition: on PostgreSQL, a worker whose

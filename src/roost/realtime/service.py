@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Protocol
 
 from roost.auth.tokens import AccessTokens
@@ -46,6 +47,24 @@ class Subscriber(Protocol):
     ) -> None: ...
 
 
+@dataclass(slots=True)
+class Deliveries:
+    """What became of the events meant for this instance's clients (plain counts, for
+    metrics)."""
+
+    delivered: int = 0
+    """Queued for a client, live or replayed."""
+    dropped: int = 0
+    """Not queued: the client's queue was full (it is closed as a slow consumer), or its
+    connection had closed."""
+
+    def count(self, queued: bool) -> None:
+        if queued:
+            self.delivered += 1
+        else:
+            self.dropped += 1
+
+
 class Realtime:
     def __init__(
         self, storage: Storage, broker: Broker, tokens: AccessTokens, settings: Settings
@@ -57,6 +76,9 @@ class Realtime:
         self.hub = Hub()
         self.feed = Feed(storage, broker, self.hub, settings.realtime_poll_seconds)
         self.epoch = ""
+        self.deliveries = Deliveries()
+        self.closes: Counter[int] = Counter()
+        """Sessions closed, by close code (for metrics)."""
         self._connections: Counter[str] = Counter()
         self._sessions: set[Subscriber] = set()
 
@@ -93,6 +115,11 @@ class Realtime:
             now = time.monotonic()
             for session in list(self._sessions):
                 session.tick(now)
+
+    @property
+    def connections(self) -> int:
+        """Realtime connections open on this instance."""
+        return len(self._sessions)
 
     def cursor(self, position: int) -> str:
         return encode_cursor(self.epoch, position)

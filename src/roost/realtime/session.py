@@ -128,6 +128,7 @@ class Session:
         if self.closed is not None:
             return
         self.closed = reason
+        self.realtime.closes[reason.code] += 1
         self.realtime.forget(self)
         for callback in self._on_close:
             callback()
@@ -149,11 +150,13 @@ class Session:
         self, sub: Subscription, op: EventOp, changed: Changed, collection: Collection
     ) -> None:
         self.send(*self._event(sub, op, changed, collection))
+        self.realtime.deliveries.count(self.closed is None)
 
     async def replayed(
         self, sub: Subscription, op: EventOp, changed: Changed, collection: Collection
     ) -> None:
         await self.send_paced(*self._event(sub, op, changed, collection))
+        self.realtime.deliveries.count(self.closed is None)
 
     async def send_paced(self, kind: str, message: dict[str, Any], cursor: str | None) -> None:
         """Queue a message once the queue has room (replays: never a reason to close)."""

@@ -131,6 +131,32 @@ def format_lsn(position: int) -> str:
     return f"{position >> 32:X}/{position & 0xFFFFFFFF:X}"
 
 
+Observe = Callable[[float], None]
+
+
+def _unobserved(seconds: float) -> None:
+    """Statement times when no metrics ask for them: dropped."""
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """Where an adapter hands the seconds each statement took: ``write`` for those that
+    change the database (in write transactions, schema changes), ``read`` for the rest."""
+
+    read: Observe = _unobserved
+    write: Observe = _unobserved
+
+
+@dataclass(frozen=True, slots=True)
+class PoolUsage:
+    """One of a storage's connection pools at a moment (for metrics)."""
+
+    name: str
+    in_use: int
+    idle: int
+    max: int
+
+
 Touched = tuple[str, str | None]
 """What a write block changed: a collection's record (name, id), or its definition (name,
 None)."""
@@ -176,6 +202,10 @@ class Storage(ABC):
     """A database holding collections, records, the change log and Roost's own tables."""
 
     dialect: Dialect
+    backend: str
+    """Names the database in metrics: ``sqlite``, ``postgresql``."""
+    timing = Timing()
+    """Metrics replace it to time every statement."""
     _committed: Callable[[], None] | None = None
     _invalidate: Callable[[Sequence[Touched]], Awaitable[None]] | None = None
 
@@ -287,6 +317,10 @@ class Storage(ABC):
     @abstractmethod
     async def drop_collection(self, conn: Connection, name: str) -> None:
         """Drop the collection's table, its indexes and its changes."""
+
+    @abstractmethod
+    def pools(self) -> list[PoolUsage]:
+        """Its connection pools now, for metrics."""
 
     @abstractmethod
     async def aclose(self) -> None:

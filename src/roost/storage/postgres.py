@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, NoReturn
@@ -55,7 +56,9 @@ from roost.storage.base import (
     IndexSpec,
     LogState,
     MissingTable,
+    Observe,
     Op,
+    PoolUsage,
     Row,
     Storage,
     StorageError,
@@ -267,39 +270,50 @@ def _drop(raw: asyncpg.Connection) -> None:
 class PostgresConnection(Connection):
     row_lock = " FOR UPDATE"
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: asyncpg.Connection, observe: Observe) -> None:
         self._conn = conn
+        self._observe = observe
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         STATEMENTS.count += 1
+        started = time.perf_counter()
         try:
             with traced(sql):
                 status: str = await self._conn.execute(numbered(sql), *params)
         except FAILURES as exc:
             _fail(exc)
+        finally:
+            self._observe(time.perf_counter() - started)
         return _rowcount(status)
 
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         STATEMENTS.count += 1
+        started = time.perf_counter()
         try:
             with traced(sql):
                 records = await self._conn.fetch(numbered(sql), *params)
         except FAILURES as exc:
             _fail(exc)
+        finally:
+            self._observe(time.perf_counter() - started)
         return [dict(record) for record in records]
 
     async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         STATEMENTS.count += 1
+        started = time.perf_counter()
         try:
             with traced(sql):
                 record = await self._conn.fetchrow(numbered(sql), *params)
         except FAILURES as exc:
             _fail(exc)
+        finally:
+            self._observe(time.perf_counter() - started)
         return None if record is None else dict(record)
 
 
 class PostgresStorage(Storage):
     dialect: PostgresDialect = ServiceDialect()
+    backend = "postgresql"
 
     def __init__(self, settings: Settings) -> None:
         self._dsn = settings.database_url
@@ -394,13 +408,15 @@ class PostgresStorage(Storage):
     async def _transaction(
         self, raw: asyncpg.Connection, **options: Any
     ) -> AsyncIterator[Connection]:
+        timing = self.timing
+        observe = timing.read if options.get("readonly") else timing.write
         transaction = raw.transaction(**options)
         try:
             await transaction.start()
         except FAILURES as exc:
             _fail(exc)
         try:
-            yield PostgresConnection(raw)
+            yield PostgresConnection(raw, observe)
         except BaseException as exc:
             if _stuck(exc):
                 _drop(raw)
@@ -420,7 +436,7 @@ class PostgresStorage(Storage):
         pool = self._replica(CONSISTENCY.get()) if replica else None
         try:
             async with self._acquire(pool) as raw:
-                yield PostgresConnection(raw)
+                yield PostgresConnection(raw, self.timing.read)
         except StorageError:
             if pool is not None and self._replicas is not None:
                 self._replicas.skip(pool)  # the next check brings it back when it answers
@@ -446,7 +462,7 @@ class PostgresStorage(Storage):
             await self._committed_block(conn)
             consistency = CONSISTENCY.get()
             if self._replicas is not None and consistency is not None:
-                position = await PostgresConnection(raw).fetch_one(POSITION)
+                position = await PostgresConnection(raw, self.timing.read).fetch_one(POSITION)
                 assert position is not None
                 consistency.written = max(consistency.written, parse_lsn(position["lsn"]))
 
@@ -477,7 +493,7 @@ class PostgresStorage(Storage):
             await self._stamp(raw)
 
     async def _stamp(self, raw: asyncpg.Connection) -> None:
-        row = await PostgresConnection(raw).fetch_one(UNSTAMPED)
+        row = await PostgresConnection(raw, self.timing.read).fetch_one(UNSTAMPED)
         if row is None or not row["pending"]:
             return
         async with self._transaction(raw) as conn:
@@ -499,13 +515,13 @@ class PostgresStorage(Storage):
         params.append(limit)
         async with self._acquire() as raw:
             await self._stamp(raw)
-            rows = await PostgresConnection(raw).fetch_all(sql, params)
+            rows = await PostgresConnection(raw, self.timing.read).fetch_all(sql, params)
         return [Change(**row) for row in rows]
 
     async def log_state(self) -> LogState:
         async with self._acquire() as raw:
             await self._stamp(raw)
-            row = await PostgresConnection(raw).fetch_one(
+            row = await PostgresConnection(raw, self.timing.read).fetch_one(
                 "SELECT epoch, floor, (SELECT last FROM _changes_counter) AS head FROM _log"
             )
         assert row is not None
@@ -570,7 +586,7 @@ class PostgresStorage(Storage):
     async def _build_missing(
         self, raw: asyncpg.Connection, name: str, table: str, wanted: dict[str, tuple[str, str]]
     ) -> None:
-        conn = PostgresConnection(raw)
+        conn = PostgresConnection(raw, self.timing.write)
         await conn.execute("SELECT pg_advisory_lock(?, hashtext(?))", (COLLECTION_LOCK_CLASS, name))
         await conn.execute(f"SET statement_timeout = {INDEX_BUILD_TIMEOUT * 1000}")
         if await conn.fetch_one("SELECT 1 WHERE to_regclass(?) IS NOT NULL", (table,)) is None:
@@ -622,6 +638,16 @@ class PostgresStorage(Storage):
         await conn.execute(
             f"SELECT pg_advisory_xact_lock({COLLECTION_LOCK_CLASS}, hashtext(?))", (name,)
         )
+
+    def pools(self) -> list[PoolUsage]:
+        named = [] if self._pool is None else [("primary", self._pool)]
+        if self._replicas is not None:
+            named += [(f"replica{n}", pool) for n, pool in enumerate(self._replicas.pools, 1)]
+        usage = []
+        for name, pool in named:
+            idle = pool.get_idle_size()
+            usage.append(PoolUsage(name, pool.get_size() - idle, idle, pool.get_max_size()))
+        return usage
 
     async def aclose(self) -> None:
         """Close the pool: wait (up to the timeout) for lent connections, then cut them."""

@@ -51,6 +51,10 @@ class Replicas:
         self._samples: deque[tuple[float, int]] = deque()
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def pools(self) -> list[asyncpg.Pool]:
+        return [replica.pool for replica in self._replicas]
+
     def start(self, primary: asyncpg.Pool) -> None:
         self._task = asyncio.create_task(self._monitor(primary), name="roost-replicas")
 

@@ -47,7 +47,9 @@ from roost.storage.base import (
     IndexSpec,
     LogState,
     MissingTable,
+    Observe,
     Op,
+    PoolUsage,
     Row,
     Storage,
     StorageError,
@@ -88,16 +90,20 @@ class ReadConnection(Connection):
 class ReaderConnection(ReadConnection):
     """A reader thread's connection (aiosqlite)."""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: aiosqlite.Connection, observe: Observe) -> None:
         self._conn = conn
+        self._observe = observe
 
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         STATEMENTS.count += 1
+        started = time.perf_counter()
         try:
             with traced(sql):
                 rows = list(await self._conn.execute_fetchall(sql, params))
         except sqlite3.OperationalError as exc:
             raise _operational_error(exc) from exc
+        finally:
+            self._observe(time.perf_counter() - started)
         names = rows[0].keys() if rows else []
         return [dict(zip(names, row, strict=True)) for row in rows]
 
@@ -106,20 +112,35 @@ class WriterConnection(Connection):
     """The writer inside a write block: statements on the event loop; ``off_loop`` ones
     (schema changes, bulk deletes) on the writer's thread."""
 
-    def __init__(self, conn: sqlite3.Connection, thread: ThreadPoolExecutor) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, thread: ThreadPoolExecutor, observe: Observe
+    ) -> None:
         self._conn = conn
         self._thread = thread
+        self._observe = observe
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return _run(self._conn, sql, params).rowcount
+        started = time.perf_counter()
+        try:
+            return _run(self._conn, sql, params).rowcount
+        finally:
+            self._observe(time.perf_counter() - started)
 
     async def off_loop(self, sql: str, params: Sequence[Any] = ()) -> int:
         loop = asyncio.get_running_loop()
-        cursor = await loop.run_in_executor(self._thread, _run, self._conn, sql, params)
+        started = time.perf_counter()
+        try:
+            cursor = await loop.run_in_executor(self._thread, _run, self._conn, sql, params)
+        finally:
+            self._observe(time.perf_counter() - started)
         return cursor.rowcount
 
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        return _rows(_run(self._conn, sql, params))
+        started = time.perf_counter()
+        try:
+            return _rows(_run(self._conn, sql, params))
+        finally:
+            self._observe(time.perf_counter() - started)
 
 
 def _run(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
@@ -160,13 +181,16 @@ class InlineConnection(ReadConnection):
         conn: sqlite3.Connection,
         budget: Budget,
         fallback: Callable[[], AbstractAsyncContextManager[Connection]],
+        observe: Observe,
     ) -> None:
         self._conn = conn
         self._budget = budget
         self._fallback = fallback
+        self._observe = observe
 
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        self._budget.deadline = time.perf_counter() + INLINE_BUDGET_SECONDS
+        started = time.perf_counter()
+        self._budget.deadline = started + INLINE_BUDGET_SECONDS
         try:
             with traced(sql):
                 rows = _rows(self._conn.execute(sql, params))
@@ -175,8 +199,9 @@ class InlineConnection(ReadConnection):
                 raise _operational_error(exc) from exc
         else:
             STATEMENTS.count += 1
+            self._observe(time.perf_counter() - started)
             return rows
-        async with self._fallback() as conn:  # counted there
+        async with self._fallback() as conn:  # counted and timed there
             return await conn.fetch_all(sql, params)
 
 
@@ -216,6 +241,7 @@ class Group:
 
 class SQLiteStorage(Storage):
     dialect = SQLiteDialect()
+    backend = "sqlite"
 
     def __init__(self, settings: Settings) -> None:
         self._path = database_path(settings.database_url)
@@ -279,17 +305,17 @@ class SQLiteStorage(Storage):
     async def read(self, replica: bool = False) -> AsyncIterator[Connection]:
         if self.in_memory:
             async with self._write_lock:
-                yield WriterConnection(self._require_writer(), self._thread)
+                yield WriterConnection(self._require_writer(), self._thread, self.timing.read)
         elif self._inline is None:
             raise StorageError("storage is not open")
         else:
-            yield InlineConnection(self._inline, self._budget, self._on_thread)
+            yield InlineConnection(self._inline, self._budget, self._on_thread, self.timing.read)
 
     @asynccontextmanager
     async def _on_thread(self) -> AsyncIterator[Connection]:
         conn = await self._readers.get()
         try:
-            yield ReaderConnection(conn)
+            yield ReaderConnection(conn, self.timing.read)
         finally:
             self._readers.put_nowait(conn)
 
@@ -303,7 +329,7 @@ class SQLiteStorage(Storage):
         try:
             await raw.execute("BEGIN")
             try:
-                yield ReaderConnection(raw)
+                yield ReaderConnection(raw, self.timing.read)
             finally:
                 await raw.execute("ROLLBACK")
         finally:
@@ -323,7 +349,7 @@ class SQLiteStorage(Storage):
                     group.committer = asyncio.create_task(self._commit_when_free(group))
             group = self._group
             _run(writer, "SAVEPOINT block", ())
-            conn = WriterConnection(writer, self._thread)
+            conn = WriterConnection(writer, self._thread, self.timing.write)
             try:
                 yield conn
             except BaseException:
@@ -501,6 +527,16 @@ class SQLiteStorage(Storage):
         slow = _off_loop(conn)
         await slow(f"DROP TABLE IF EXISTS {table_name(name)}")
         await slow("DELETE FROM _changes WHERE collection = ?", (name,))
+
+    def pools(self) -> list[PoolUsage]:
+        """The writer, and the reader threads' connections (a file's; an in-memory database
+        has the writer only). The event loop's own read connection is no pool."""
+        writing = int(self._write_lock.locked())
+        usage = [PoolUsage("writer", writing, 1 - writing, 1)]
+        if not self.in_memory:
+            idle = self._readers.qsize()
+            usage.append(PoolUsage("readers", len(self._all) - idle, idle, self._reader_count))
+        return usage
 
     async def aclose(self) -> None:
         async with self._write_lock:

@@ -32,11 +32,14 @@ async def limit_attempts(request: Request, account: object = None) -> None:
     """Count a sign-in attempt per client address and, when named, per account."""
     parts = components(request)
     settings, limiter = parts.settings, parts.ratelimiter
-    wait = await limiter.hit(settings.auth_rate_limit_ip, "auth-ip", client_address(request))
+    limit = "auth-ip"
+    wait = await limiter.hit(settings.auth_rate_limit_ip, limit, client_address(request))
     if wait is None and isinstance(account, str) and account:
         key = account.strip().lower()[:320]
-        wait = await limiter.hit(settings.auth_rate_limit_account, "auth-account", key)
+        limit = "auth-account"
+        wait = await limiter.hit(settings.auth_rate_limit_account, limit, key)
     if wait is not None:
+        parts.metrics.rejected(limit, request.scope.get("route_template"))
         seconds = max(1, math.ceil(wait))
         raise RateLimited(f"too many attempts; retry in {seconds} s", retry_after=seconds)
 
