@@ -82,6 +82,9 @@ class RedisBroker(Broker):
         self._listener_failing = False
         self._publisher_failing = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+        """Ends the loops even when redis-py swallows their cancellation (a read's own
+        timeout expiring as the cancel arrives turns it into "no message yet")."""
 
     async def open(self) -> None:
         if self._tasks:
@@ -102,6 +105,8 @@ class RedisBroker(Broker):
         return self._healthy
 
     async def aclose(self) -> None:
+        self._closing = True
+        self._pending.set()
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
@@ -115,6 +120,8 @@ class RedisBroker(Broker):
     async def _publish_forever(self) -> None:
         while True:
             await self._pending.wait()
+            if self._closing:
+                return
             self._pending.clear()  # publish() calls from now on need another message
             try:
                 try:
@@ -136,7 +143,7 @@ class RedisBroker(Broker):
 
     async def _listen_forever(self) -> None:
         delay = MIN_RETRY_DELAY
-        while True:
+        while not self._closing:
             pubsub = self._client.pubsub()
             try:
                 await self._subscribe(pubsub)
@@ -149,7 +156,7 @@ class RedisBroker(Broker):
                 self._healthy = False
                 log.exception("broker_listener_failed")
             finally:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_RETRY_DELAY)
 
@@ -161,9 +168,10 @@ class RedisBroker(Broker):
             raise RedisError(f"unexpected reply to SUBSCRIBE: {reply!r}")
 
     async def _relay(self, pubsub: PubSub) -> None:
-        """Wake the listeners for each message until the subscription fails (raises)."""
+        """Wake the listeners for each message until the subscription fails (raises) or
+        the broker closes."""
         heard = time.monotonic()
-        while True:
+        while not self._closing:
             message = await pubsub.get_message(timeout=PING_INTERVAL)
             now = time.monotonic()
             if message is not None:

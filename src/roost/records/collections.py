@@ -263,7 +263,15 @@ class Collections:
             return await self._insert(conn, definition)
 
     async def ensure_builtin(self) -> None:
-        """Create the built-in collections that do not exist yet (at start)."""
+        """Create the built-in collections that do not exist yet (at start). Instances
+        starting together on a new database race to do it: the loser's insert waits for
+        the winner's commit, fails, and the second look finds them made."""
+        try:
+            await self._create_missing_builtins()
+        except UniqueViolation:
+            await self._create_missing_builtins()
+
+    async def _create_missing_builtins(self) -> None:
         async with self._storage.write() as conn:
             for definition in BUILTIN.values():
                 if not await _exists(conn, definition.name):
