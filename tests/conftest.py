@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,17 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str) -> Settings:
     return make_settings(tmp_path, database_url=database_url)
+
+
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Components]]:
+    """An app on ``settings``, started, and a client calling it in process; for tests that
+    need apps of their own settings (the ``app`` and ``client`` fixtures build one)."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://roost") as http:
+            yield http, app.state.components
 
 
 @pytest.fixture
@@ -166,6 +178,15 @@ class LiveServer:
                 pass
             time.sleep(0.1)
         raise RuntimeError("roost serve did not become ready in 30 s")
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM to the main process alone, as ``docker stop`` or systemd with
+        ``KillMode=mixed`` send it: the instance drains and stops. Its exit code."""
+        assert self.process is not None, "not running"
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=timeout)
+        self.process = None
+        return code
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from roost.auth.cleanup import purge_expired
 from roost.auth.identities import IdentitySignIn
 from roost.auth.oidc import IdentityVerifier
 from roost.auth.recovery import Recovery
@@ -21,18 +24,24 @@ from roost.mail.base import Mailer, open_mailer
 from roost.mail.outbox import OutboxWorker
 from roost.metrics import Metrics
 from roost.ratelimit.base import RateLimiter, open_ratelimiter
-from roost.realtime.retention import prune_periodically
+from roost.realtime.retention import PRUNE_EVERY_SECONDS, prune
 from roost.realtime.service import Realtime
 from roost.records.cache import RecordCache
 from roost.records.collections import Collections
 from roost.records.service import Records
 from roost.settings import Settings
-from roost.storage.base import Storage, open_storage
+from roost.storage.base import Storage, StorageError, open_storage
 
 if TYPE_CHECKING:
     from roost.tracing import Tracing
 
 log = structlog.get_logger("roost")
+
+PURGE_EVERY_SECONDS = 3600.0
+"""How often expired sessions and one-time tokens are deleted (``auth.cleanup``)."""
+FIRST_RETRY_SECONDS = 0.5
+LAST_RETRY_SECONDS = 5.0
+"""Start-up tries the database again after 0.5 s, then twice as long each time up to this."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,15 +80,15 @@ async def open_components(settings: Settings) -> AsyncIterator[Components]:
     """Open every backend named in ``settings``; close them all when the block ends.
 
     In the background for the block's duration: the cache's replay of invalidations that
-    could not be delivered, the outbox worker (queued mail), the realtime feed following
-    the change log, and the pruning of old changes.
+    could not be delivered; with the ``realtime`` role (or ``all``), the realtime feed
+    following the change log; with ``worker`` (or ``all``), the outbox worker (queued
+    mail), the pruning of old changes and of expired sign-in state.
     """
     settings = settings.with_secret()
     async with AsyncExitStack() as stack:
         tracing = _open_tracing(settings, stack)
-        storage = open_storage(settings)
+        storage = await _open_storage(settings)
         stack.push_async_callback(storage.aclose)
-        await storage.open()
         collections = Collections(storage)
         await collections.ensure_builtin()
         metrics = Metrics()
@@ -98,19 +107,24 @@ async def open_components(settings: Settings) -> AsyncIterator[Components]:
         mailer: Mailer = open_mailer(settings)
         stack.push_async_callback(mailer.aclose)
         outbox = OutboxWorker(storage, mailer)
-        await stack.enter_async_context(_running(outbox.run, outbox.notify))
-        metrics.watch_outbox(outbox)
+        works = settings.role in ("worker", "all")
+        if works:
+            await stack.enter_async_context(_running("outbox", outbox.run, outbox.notify))
+            metrics.watch_outbox(outbox)
         broker = open_broker(settings.broker_url)
         stack.push_async_callback(broker.aclose)
         await broker.open()
         storage.on_commit(broker.publish)
         realtime = Realtime(storage, broker, tokens, settings)
         metrics.watch_realtime(realtime)
-        await stack.enter_async_context(realtime.running())
-        retention = settings.change_retention_seconds
-        await stack.enter_async_context(
-            _running(lambda stop: prune_periodically(storage, retention, stop))
-        )
+        if settings.role in ("realtime", "all"):
+            await stack.enter_async_context(realtime.running())
+        if works:
+            retention = settings.change_retention_seconds
+            pruning = _every(PRUNE_EVERY_SECONDS, lambda: prune(storage, retention), "changes")
+            await stack.enter_async_context(_running("cleanup-changes", pruning))
+            cleaning = _every(PURGE_EVERY_SECONDS, lambda: purge_expired(storage), "sign_ins")
+            await stack.enter_async_context(_running("cleanup-sign_ins", cleaning))
         yield Components(
             settings=settings,
             storage=storage,
@@ -128,6 +142,26 @@ async def open_components(settings: Settings) -> AsyncIterator[Components]:
             metrics=metrics,
             tracing=tracing,
         )
+
+
+async def _open_storage(settings: Settings) -> Storage:
+    """The database, connected and migrated; while it does not answer (it is starting, or
+    failing over), tried again with backoff for up to ``startup_timeout_seconds``."""
+    deadline = time.monotonic() + settings.startup_timeout_seconds
+    delay = FIRST_RETRY_SECONDS
+    while True:
+        storage = open_storage(settings)
+        try:
+            await storage.open()
+            return storage
+        except StorageError as exc:
+            await storage.aclose()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            log.warning("database_unavailable", error=str(exc), retry_in=round(delay, 1))
+            await asyncio.sleep(min(delay, left))
+            delay = min(delay * 2, LAST_RETRY_SECONDS)
 
 
 def _open_tracing(settings: Settings, stack: AsyncExitStack) -> Tracing | None:
@@ -163,18 +197,43 @@ async def _open_record_cache(
     record_cache = RecordCache(cache, settings.cache_ttl_seconds, observe=observe)
     storage.after_commit(record_cache.invalidate)
     metrics.watch_cache(record_cache, cache.backend)
-    await stack.enter_async_context(_running(record_cache.replay))
+    await stack.enter_async_context(_running("cache-replay", record_cache.replay))
     return record_cache
+
+
+def _every(
+    seconds: float, job: Callable[[], Awaitable[int]], deletes: str
+) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
+    """A background clean-up: ``job()`` now and every ``seconds`` until stopped, what it
+    deleted logged as ``<deletes>_deleted``; a failure (the database away) is logged and
+    tried again next time."""
+
+    async def run(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                count = await job()
+            except Exception as exc:  # whatever the database raised: next time
+                log.warning(f"{deletes}_cleanup_failed", error=f"{type(exc).__name__}: {exc}")
+            else:
+                if count:
+                    log.info(f"{deletes}_deleted", count=count)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await stop.wait()
+
+    return run
 
 
 @asynccontextmanager
 async def _running(
-    run: Callable[[asyncio.Event], Awaitable[None]], wake: Callable[[], None] = lambda: None
+    name: str,
+    run: Callable[[asyncio.Event], Coroutine[Any, Any, None]],
+    wake: Callable[[], None] = lambda: None,
 ) -> AsyncIterator[None]:
-    """Run ``run(stop)`` as a task for the block's duration; at its end set ``stop``,
-    ``wake()`` the task and wait for it."""
+    """Run ``run(stop)`` as the task ``roost-<name>`` for the block's duration; at its end
+    set ``stop``, ``wake()`` the task and wait for it."""
     stop = asyncio.Event()
-    task = asyncio.ensure_future(run(stop))
+    task = asyncio.create_task(run(stop), name=f"roost-{name}")
     try:
         yield
     finally:

@@ -100,6 +100,18 @@ class Settings(BaseSettings):
     )
     """The ``service.name`` of the spans; also read from the standard ``OTEL_SERVICE_NAME``."""
     cors_origins: list[str] = []
+    role: Literal["all", "api", "realtime", "worker"] = "all"
+    """What this instance does: ``api`` serves the HTTP API, ``realtime`` the WebSocket and
+    SSE gateways, ``worker`` the background jobs (mail outbox, pruning, clean-up); ``all``
+    does everything. Every role answers ``/api/health``, ``/api/ready`` and ``/metrics``."""
+    drain_seconds: float = Field(default=5.0, ge=0, le=300)
+    """On SIGTERM, how long the instance keeps serving while ``/api/ready`` answers 503,
+    so load balancers stop sending it work; longer than their health check's interval
+    times its failures (HAProxy ``inter 1s fall 2``: 2 s). WebSockets close at its start."""
+    shutdown_timeout_seconds: int = Field(default=10, ge=1, le=3600)
+    """After draining, how long requests in flight may take before the workers are killed."""
+    startup_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    """How long start-up waits for the database (and its migrations) before giving up."""
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_json_depth: int = Field(default=32, ge=2, le=256)

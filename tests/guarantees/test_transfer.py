@@ -12,8 +12,7 @@ import pty
 import stat
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +20,13 @@ import httpx
 import orjson
 import pytest
 
-from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, insert_admin, make_settings
+from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, insert_admin, make_settings, serving
 from jwks_server import CLIENT_ID, ISSUER, JWKSServer, rs256
 from roost.cli import transfer
 from roost.cli.main import main
 from roost.components import Components
-from roost.http.app import create_app
 from roost.ids import new_id
-from roost.settings import OIDCProvider, Settings
+from roost.settings import OIDCProvider
 
 ANN = {"email": "ann@example.com", "password": "ann-long-password-1"}
 NOTES = {
@@ -92,15 +90,6 @@ async def aroost(tmp_path: Path, *args: str, database_url: str | None = None) ->
     code, out, err = await asyncio.to_thread(roost, tmp_path, *args, database_url=database_url)
     assert code == 0, err
     return out
-
-
-@asynccontextmanager
-async def api(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Components]]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://roost") as http:
-            yield http, app.state.components
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -173,7 +162,7 @@ async def test_round_trip_sqlite_postgres_sqlite(tmp_path: Path, postgres_url: s
     async with JWKSServer() as jwks:
         provider = OIDCProvider(issuer=ISSUER, jwks_url=jwks.url, client_ids=[CLIENT_ID])
         source = make_settings(tmp_path / "source", oidc_providers={"test": provider})
-        async with api(source) as (http, components):
+        async with serving(source) as (http, components):
             ids = await seed(http, components)
             admin = bearer((await login(http, ADMIN_EMAIL, ADMIN_PASSWORD))["access_token"])
             before = await holdings(http, admin)
@@ -225,7 +214,7 @@ async def test_round_trip_sqlite_postgres_sqlite(tmp_path: Path, postgres_url: s
         on_postgres = make_settings(
             tmp_path / "pg", database_url=postgres_url, oidc_providers={"test": provider}
         )
-        async with api(on_postgres) as (http, components):
+        async with serving(on_postgres) as (http, components):
             changes = await components.storage.changes_since(0, None, 1000)
             expected = [
                 (name, record["id"], "create", record["version"])
@@ -275,7 +264,7 @@ def small_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("small")
 
     async def fill() -> None:
-        async with api(make_settings(folder / "data")) as (http, components):
+        async with serving(make_settings(folder / "data")) as (http, components):
             admin = bearer(await insert_admin(components))
             ok(await http.post("/api/collections", headers=admin, json=TAGS), 201)
             for label in ("a", "b"):

@@ -12,53 +12,20 @@ load balancer, each test once per shipped configuration: HAProxy running
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import CHEAP_PASSWORDS, LiveServer, free_port
-from guarantees.live import SECRET, admin_token, create_collection
+from conftest import LiveServer
+from guarantees.live import admin_token, create_collection
 from realtime.client import RealtimeClient
 from redis_server import RedisServer
+from scaleout.cluster import DEPLOY, INSTANCES, answered, running_cluster, start_haproxy
 
 pytestmark = pytest.mark.slow
-
-DEPLOY = Path(__file__).parents[2] / "deploy"
-METRICS_TOKEN = "metrics-token-of-the-haproxy-tests"
-INSTANCES = 3
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the load balancer exited"
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"the load balancer did not listen on {port}")
-
-
-def start_haproxy(folder: Path, port: int, servers: list[LiveServer]) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "ROOST_BIND": f"127.0.0.1:{port}",
-        **{f"ROOST_{n}": f"127.0.0.1:{s.port}" for n, s in enumerate(servers, start=1)},
-    }
-    with (folder / "haproxy.log").open("ab") as log:  # the child keeps a copy
-        return subprocess.Popen(
-            ["haproxy", "-db", "-f", str(DEPLOY / "haproxy.cfg")],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
 
 
 def start_nginx(folder: Path, port: int, servers: list[LiveServer]) -> subprocess.Popen[bytes]:
@@ -100,49 +67,9 @@ def cluster(
     redis_server: RedisServer,
 ) -> Iterator[tuple[str, list[LiveServer]]]:
     """The load balancer's URL and the instances behind it."""
-    env = {
-        "ROOST_SECRET_KEY": SECRET,
-        "ROOST_DATABASE_URL": postgres_url,
-        "ROOST_CACHE_URL": redis_server.url,
-        "ROOST_BROKER_URL": redis_server.url,
-        "ROOST_METRICS_TOKEN": METRICS_TOKEN,
-        "ROOST_TRUSTED_PROXIES": '["127.0.0.1"]',
-        **{f"ROOST_{name.upper()}": str(value) for name, value in CHEAP_PASSWORDS.items()},
-    }
-    servers = [
-        LiveServer(data_dir=tmp_path / f"roost{n}" / "data", port=free_port(), env=env)
-        for n in range(1, INSTANCES + 1)
-    ]
-    port = free_port()
-    proxy = None
-    try:
-        for server in servers:
-            server.start()
-        proxy = PROXIES[request.param](tmp_path, port, servers)
-        wait_for_port(port, proxy)
-        yield f"http://127.0.0.1:{port}", servers
-    finally:
-        if proxy is not None:
-            proxy.terminate()
-            proxy.wait(timeout=10)
-        for server in servers:
-            server.kill()
-
-
-def answered(server: LiveServer, **labels: str) -> float:
-    """How many requests with these labels (``route``, ``status``...) the instance
-    answered, from its own metrics."""
-    response = httpx.get(
-        f"{server.url}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
-    )
-    assert response.status_code == 200, response.text
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-        if sample.name == "roost_http_requests_total"
-        and all(sample.labels.get(name) == value for name, value in labels.items())
-    )
+    proxy = PROXIES[request.param]
+    with running_cluster(tmp_path, postgres_url, redis_server.url, proxy) as running:
+        yield running.url, running.servers
 
 
 async def test_requests_through_the_load_balancer_reach_every_instance(

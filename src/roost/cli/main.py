@@ -23,6 +23,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve_cmd.add_argument("--port", type=int, help="port to bind (default 8090)")
     serve_cmd.add_argument("--workers", type=int, help="worker processes (default 1)")
+    serve_cmd.add_argument(
+        "--role",
+        choices=["all", "api", "realtime", "worker"],
+        help="what this instance does: the HTTP API, the realtime gateways, the background"
+        " jobs (mail, pruning, clean-up), or all of them (default all)",
+    )
     _data_dir(serve_cmd)
     serve_cmd.set_defaults(handler=serve.run)
 

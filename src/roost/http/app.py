@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+import asyncio
+import signal
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 
+import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -17,10 +20,12 @@ from roost.components import open_components
 from roost.http.client import TrustedProxies
 from roost.http.middleware import BodyLimit, Compress, Cors, ReadYourWrites, Requests
 from roost.http.problems import error_response
-from roost.http.routes import ROUTES, SOCKETS
+from roost.http.routes import routes_for
 from roost.settings import Settings
 
 EXPOSED_HEADERS = ["ETag", "X-Request-Id", "Roost-Position"]
+log = structlog.get_logger("roost")
+
 ALLOWED_HEADERS = [
     "Authorization",
     "Content-Type",
@@ -30,6 +35,27 @@ ALLOWED_HEADERS = [
     "Roost-Position",
     "X-Request-Id",
 ]
+
+
+DRAIN_SIGNAL = signal.SIGUSR1
+"""What ``roost serve`` sends each worker when the instance begins to shut down: from then
+``/api/ready`` answers 503 and realtime connections close with "reconnect elsewhere"."""
+
+
+@contextmanager
+def on_signal(signum: int, handler: Callable[[], None]) -> Iterator[None]:
+    """Call ``handler()`` on the event loop when the process receives ``signum``, for the
+    block's duration (nothing when the loop does not run in the main thread)."""
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signum, handler)
+    except (RuntimeError, ValueError):  # not the main thread: nobody signals this app
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signum)
 
 
 class Router(StarletteRouter):
@@ -87,7 +113,15 @@ def create_app(settings: Settings) -> App:
     async def lifespan(app: App) -> AsyncIterator[None]:
         async with open_components(settings) as components:
             app.state.components = components
-            yield
+            app.state.draining = False
+
+            def drain() -> None:
+                log.info("instance_draining")
+                app.state.draining = True
+                components.realtime.drain()
+
+            with on_signal(DRAIN_SIGNAL, drain):
+                yield
 
     middleware = [Middleware(Requests, access_log=settings.log_level in ("debug", "info"))]
     if settings.cors_origins:
@@ -107,6 +141,6 @@ def create_app(settings: Settings) -> App:
     ]
     if settings.database_replica_urls:
         middleware.append(Middleware(ReadYourWrites))
-    app = App([*ROUTES, *SOCKETS], middleware, lifespan)
+    app = App(routes_for(settings.role), middleware, lifespan)
     app.state.trusted_proxies = TrustedProxies(settings.trusted_proxies)
     return app

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from starlette.routing import Route, WebSocketRoute
+from collections.abc import Sequence
+
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from roost.http.endpoints import (
     auth,
@@ -19,6 +21,9 @@ from roost.http.endpoints import (
 )
 
 RECORD = "/api/collections/{name}/records/{id}"
+SSE = "/api/realtime/sse"
+OPERATIONS = ("/api/health", "/api/ready", "/metrics")
+"""What an instance of every role answers."""
 
 ROUTES = [  # the record routes first: Starlette tries routes in order
     Route(RECORD, records.get_record, methods=["GET"]),
@@ -57,8 +62,20 @@ ROUTES = [  # the record routes first: Starlette tries routes in order
     Route("/api/auth/password/reset", auth.reset_password, methods=["POST"]),
     Route("/api/auth/verify/request", auth.request_verification, methods=["POST"]),
     Route("/api/auth/verify/confirm", auth.confirm_verification, methods=["POST"]),
-    Route("/api/realtime/sse", realtime.sse, methods=["GET"]),
+    Route(SSE, realtime.sse, methods=["GET"]),
     Route("/auth/reset-password", pages.reset_password, methods=["GET"]),
     Route("/auth/verify-email", pages.verify_email, methods=["GET"]),
 ]
 SOCKETS = [WebSocketRoute("/api/realtime", realtime.socket)]
+
+
+def routes_for(role: str) -> Sequence[BaseRoute]:
+    """What an instance of ``role`` (``Settings.role``) serves; other paths are 404."""
+    if role == "api":
+        return [route for route in ROUTES if route.path != SSE]
+    operations = [route for route in ROUTES if route.path in OPERATIONS]
+    if role == "realtime":
+        return [*operations, *(route for route in ROUTES if route.path == SSE), *SOCKETS]
+    if role == "worker":
+        return operations
+    return [*ROUTES, *SOCKETS]

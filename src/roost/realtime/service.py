@@ -42,6 +42,8 @@ class Subscriber(Protocol):
 
     def tick(self, now: float) -> None: ...
 
+    def drain(self) -> None: ...
+
     async def replayed(
         self, sub: Subscription, op: EventOp, changed: Changed, collection: Collection
     ) -> None: ...
@@ -81,6 +83,7 @@ class Realtime:
         """Sessions closed, by close code (for metrics)."""
         self._connections: Counter[str] = Counter()
         self._sessions: set[Subscriber] = set()
+        self.draining = False
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -98,7 +101,18 @@ class Realtime:
             await asyncio.gather(feed, clock)
 
     def watch(self, session: Subscriber) -> None:
+        if self.draining:
+            session.drain()
+            return
         self._sessions.add(session)
+
+    def drain(self) -> None:
+        """The instance is shutting down: close every session with "reconnect elsewhere",
+        and each new one as it opens. Their clients resume from their cursors on another
+        instance."""
+        self.draining = True
+        for session in list(self._sessions):
+            session.drain()
 
     def forget(self, session: Subscriber) -> None:
         self._sessions.discard(session)

@@ -53,6 +53,7 @@ class Close:
 
 
 CLOSE_GOING_AWAY = Close(1001, "the server is shutting down; reconnect and resume")
+CLOSE_RESTART = Close(1012, "the server is restarting; reconnect and resume from your cursor")
 CLOSE_TOO_BIG = Close(1009, "message too big")
 CLOSE_AUTH = Close(4001, "authenticate first, with a valid access token")
 CLOSE_EXPIRED = Close(4001, "the access token expired; reconnect with a fresh one")
@@ -123,6 +124,9 @@ class Session:
     def on_close(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` when the session closes (the transport stops its tasks)."""
         self._on_close.append(callback)
+
+    def drain(self) -> None:
+        self.close(CLOSE_RESTART)
 
     def close(self, reason: Close) -> None:
         if self.closed is not None:

@@ -21,9 +21,12 @@ async def health(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    """200 when the database answers, else 503. A broker or cache that is down is
-    reported, not fatal: realtime then reads the change log on a timer, and reads go to
-    the database, so the instance still serves."""
+    """200 when the database answers, else 503 (also from the moment the instance begins
+    to shut down, so load balancers move away while it finishes its requests). A broker
+    or cache that is down is reported, not fatal: realtime then reads the change log on a
+    timer, and reads go to the database, so the instance still serves."""
+    if request.app.state.draining:
+        raise Unavailable("shutting down", checks={"instance": "draining"})
     storage = components(request).storage
     try:
         async with asyncio.timeout(READY_TIMEOUT_SECONDS):

@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from roost.auth.principal import ANONYMOUS
+from roost.errors import Unavailable
 from roost.http.client import client_ip
 from roost.http.context import access_claims, components
 from roost.realtime.session import CLOSE_GOING_AWAY, SEND_SECONDS, Close, Session
@@ -64,6 +65,8 @@ async def socket(websocket: WebSocket) -> None:
 async def sse(request: Request) -> Response:
     """One subscription as Server-Sent Events; ``Last-Event-ID`` (or ``since``) resumes."""
     realtime = components(request).realtime
+    if realtime.draining:
+        raise Unavailable("the server is restarting; reconnect and resume")
     trusted = request.app.state.trusted_proxies
     claims = access_claims(request)
     params = request.query_params
