@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
@@ -145,6 +146,29 @@ class Timing:
 
     read: Observe = _unobserved
     write: Observe = _unobserved
+
+
+class Statement:
+    """What an adapter runs each statement in: counted (``STATEMENTS``), timed into
+    ``observe``, and its span while a traced request runs."""
+
+    __slots__ = ("_observe", "_span", "_started")
+
+    def __init__(self, sql: str, observe: Observe) -> None:
+        self._observe = observe
+        self._span = traced(sql)
+        self._started = 0.0
+
+    def __enter__(self) -> None:
+        STATEMENTS.count += 1
+        self._span.__enter__()
+        self._started = time.perf_counter()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: Any
+    ) -> bool | None:
+        self._observe(time.perf_counter() - self._started)
+        return self._span.__exit__(kind, error, trace)
 
 
 @dataclass(frozen=True, slots=True)

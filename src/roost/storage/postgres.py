@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, NoReturn
@@ -49,7 +48,6 @@ from roost.query.postgres import PostgresDialect, setup_sql
 from roost.settings import Settings
 from roost.storage.base import (
     CONSISTENCY,
-    STATEMENTS,
     Change,
     Connection,
     Consistency,
@@ -60,12 +58,12 @@ from roost.storage.base import (
     Op,
     PoolUsage,
     Row,
+    Statement,
     Storage,
     StorageError,
     UniqueViolation,
     parse_lsn,
     table_name,
-    traced,
 )
 from roost.storage.migrations.postgres import MIGRATIONS
 from roost.storage.migrations.runner import migrate
@@ -275,39 +273,27 @@ class PostgresConnection(Connection):
         self._observe = observe
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        STATEMENTS.count += 1
-        started = time.perf_counter()
         try:
-            with traced(sql):
+            with Statement(sql, self._observe):
                 status: str = await self._conn.execute(numbered(sql), *params)
         except FAILURES as exc:
             _fail(exc)
-        finally:
-            self._observe(time.perf_counter() - started)
         return _rowcount(status)
 
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        STATEMENTS.count += 1
-        started = time.perf_counter()
         try:
-            with traced(sql):
+            with Statement(sql, self._observe):
                 records = await self._conn.fetch(numbered(sql), *params)
         except FAILURES as exc:
             _fail(exc)
-        finally:
-            self._observe(time.perf_counter() - started)
         return [dict(record) for record in records]
 
     async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        STATEMENTS.count += 1
-        started = time.perf_counter()
         try:
-            with traced(sql):
+            with Statement(sql, self._observe):
                 record = await self._conn.fetchrow(numbered(sql), *params)
         except FAILURES as exc:
             _fail(exc)
-        finally:
-            self._observe(time.perf_counter() - started)
         return None if record is None else dict(record)
 
 

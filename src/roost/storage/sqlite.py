@@ -51,6 +51,7 @@ from roost.storage.base import (
     Op,
     PoolUsage,
     Row,
+    Statement,
     Storage,
     StorageError,
     UniqueViolation,
@@ -95,15 +96,11 @@ class ReaderConnection(ReadConnection):
         self._observe = observe
 
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        STATEMENTS.count += 1
-        started = time.perf_counter()
         try:
-            with traced(sql):
+            with Statement(sql, self._observe):
                 rows = list(await self._conn.execute_fetchall(sql, params))
         except sqlite3.OperationalError as exc:
             raise _operational_error(exc) from exc
-        finally:
-            self._observe(time.perf_counter() - started)
         names = rows[0].keys() if rows else []
         return [dict(zip(names, row, strict=True)) for row in rows]
 
@@ -120,34 +117,23 @@ class WriterConnection(Connection):
         self._observe = observe
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        started = time.perf_counter()
-        try:
+        with Statement(sql, self._observe):
             return _run(self._conn, sql, params).rowcount
-        finally:
-            self._observe(time.perf_counter() - started)
 
     async def off_loop(self, sql: str, params: Sequence[Any] = ()) -> int:
         loop = asyncio.get_running_loop()
-        started = time.perf_counter()
-        try:
+        with Statement(sql, self._observe):
             cursor = await loop.run_in_executor(self._thread, _run, self._conn, sql, params)
-        finally:
-            self._observe(time.perf_counter() - started)
         return cursor.rowcount
 
     async def fetch_all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        started = time.perf_counter()
-        try:
+        with Statement(sql, self._observe):
             return _rows(_run(self._conn, sql, params))
-        finally:
-            self._observe(time.perf_counter() - started)
 
 
 def _run(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
-    STATEMENTS.count += 1
     try:
-        with traced(sql):
-            return conn.execute(sql, params)
+        return conn.execute(sql, params)
     except sqlite3.IntegrityError as exc:
         raise _integrity_error(exc) from exc
     except sqlite3.OperationalError as exc:
