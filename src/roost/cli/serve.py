@@ -73,8 +73,8 @@ async def _admin_hint(settings: Settings) -> None:
 
 
 class Server(MPServer):
-    """Granian's process manager, draining before it stops (the sequence is in
-    ``docs/reference/operations.md``): on the first SIGTERM or SIGINT each worker is told
+    """Granian's process manager, draining before it stops (the sequence, for operators,
+    is in ``deploy/README.md``): on the first SIGTERM or SIGINT each worker is told
     (``DRAIN_SIGNAL``) to answer ``/api/ready`` with 503 and to close realtime connections
     with "reconnect elsewhere"; the instance keeps serving for ``drain_seconds`` (SIGINT,
     from a terminal: a moment, for the close frames), then Granian stops accepting, lets

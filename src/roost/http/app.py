@@ -23,9 +23,9 @@ from roost.http.problems import error_response
 from roost.http.routes import routes_for
 from roost.settings import Settings
 
-EXPOSED_HEADERS = ["ETag", "X-Request-Id", "Roost-Position"]
 log = structlog.get_logger("roost")
 
+EXPOSED_HEADERS = ["ETag", "X-Request-Id", "Roost-Position"]
 ALLOWED_HEADERS = [
     "Authorization",
     "Content-Type",
