@@ -13,8 +13,8 @@ from roost.logs import CALLER, PROCESSORS, REDACTED, REQUEST_ID, Caller, note_ca
 
 def logged(**fields: Any) -> dict[str, Any]:
     """What the configured processors write for ``info("event", **fields)``, parsed."""
-    out = io.StringIO()
-    structlog.wrap_logger(structlog.PrintLogger(out), processors=PROCESSORS).info("event", **fields)
+    out = io.BytesIO()
+    structlog.wrap_logger(structlog.BytesLogger(out), processors=PROCESSORS).info("event", **fields)
     line: dict[str, Any] = json.loads(out.getvalue())
     return line
 
