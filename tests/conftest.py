@@ -35,6 +35,8 @@ TEST_DEVICE = Device(name="pytest", user_agent="pytest", ip="127.0.0.1")
 CHEAP_PASSWORDS = {"password_time_cost": 1, "password_memory_kib": 64}
 """argon2id at the lowest cost, so tests that sign in stay fast (the tests of hashing
 itself set their own cost)."""
+CHEAP_PASSWORDS_ENV = {f"ROOST_{name.upper()}": str(v) for name, v in CHEAP_PASSWORDS.items()}
+"""The same, as a ``roost serve`` process's environment."""
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:

@@ -20,7 +20,7 @@ Line = dict[str, Any]
 
 
 @contextmanager
-def serving(folder: Path, env: dict[str, str]) -> Iterator[LiveServer]:
+def logging_server(folder: Path, env: dict[str, str]) -> Iterator[LiveServer]:
     """A ``roost serve`` with its data in ``folder``, ``env`` added to its environment and
     its access lines on (``LiveServer`` logs warnings only by default)."""
     live = LiveServer(folder / "data", free_port(), env={"ROOST_LOG_LEVEL": "info", **env})

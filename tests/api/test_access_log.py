@@ -11,19 +11,18 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect as ws_connect
 
-from conftest import LiveServer
+from conftest import CHEAP_PASSWORDS_ENV, LiveServer
 from realtime.client import ws_url
 from roost.ids import new_id
-from server_log import access_line, log_text, serving
+from server_log import access_line, log_text, logging_server
 
 PASSWORD = "a-password-nobody-may-log"
 QUERY_SECRET = "query-secret-4f1c"
-CHEAP_PASSWORDS = {"ROOST_PASSWORD_TIME_COST": "1", "ROOST_PASSWORD_MEMORY_KIB": "64"}
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    with serving(tmp_path_factory.mktemp("access"), CHEAP_PASSWORDS) as live:
+    with logging_server(tmp_path_factory.mktemp("access"), CHEAP_PASSWORDS_ENV) as live:
         yield live
 
 

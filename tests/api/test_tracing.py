@@ -15,12 +15,11 @@ import httpx
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from conftest import LiveServer, make_settings
+from conftest import LiveServer, make_settings, serving
 from guarantees.live import admin_token, create_collection
 from otlp_collector import Collector, attributes
-from roost.http.app import create_app
 from roost.settings import Settings
-from server_log import access_line, serving
+from server_log import access_line, logging_server
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -40,7 +39,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, collector: Collector) -> It
         "ROOST_OTEL_SERVICE_NAME": "roost-under-test",
         "OTEL_BSP_SCHEDULE_DELAY": "50",  # the SDK's own variable: export every 50 ms
     }
-    with serving(tmp_path_factory.mktemp("traced"), env) as live:
+    with logging_server(tmp_path_factory.mktemp("traced"), env) as live:
         yield live
 
 
@@ -121,23 +120,20 @@ async def test_a_collector_that_hangs_slows_no_request(
 ) -> None:
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "10")
     settings = make_settings(tmp_path, otel_exporter_otlp_endpoint=collector.url)
-    app = create_app(settings)
     collector.hold()
     try:
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://roost") as http:
-                first = collector.received
-                await http.get("/api/health", headers={"X-Request-Id": "held-0"})
-                deadline = time.monotonic() + 10
-                while collector.received == first:  # an export is waiting for the collector
-                    assert time.monotonic() < deadline, "nothing was exported"
-                    await asyncio.sleep(0.01)
-                for number in range(1, 11):
-                    started = time.perf_counter()
-                    headers = {"X-Request-Id": f"held-{number}"}
-                    assert (await http.get("/api/health", headers=headers)).status_code == 200
-                    assert time.perf_counter() - started < 1.0
+        async with serving(settings) as (http, _):
+            first = collector.received
+            await http.get("/api/health", headers={"X-Request-Id": "held-0"})
+            deadline = time.monotonic() + 10
+            while collector.received == first:  # an export is waiting for the collector
+                assert time.monotonic() < deadline, "nothing was exported"
+                await asyncio.sleep(0.01)
+            for number in range(1, 11):
+                started = time.perf_counter()
+                headers = {"X-Request-Id": f"held-{number}"}
+                assert (await http.get("/api/health", headers=headers)).status_code == 200
+                assert time.perf_counter() - started < 1.0
             collector.release()
     finally:
         collector.release()
@@ -152,13 +148,10 @@ async def test_statements_are_child_spans_on_each_backend(
         tmp_path, database_url=database_url, otel_exporter_otlp_endpoint=collector.url
     )
     system = "postgresql" if database_url.startswith("postgres") else "sqlite"
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://roost") as http:
-            headers = {"X-Request-Id": f"on-{system}"}
-            response = await http.post("/api/auth/anonymous", json={}, headers=headers)
-            assert response.status_code == 201, response.text
+    async with serving(settings) as (http, _):
+        headers = {"X-Request-Id": f"on-{system}"}
+        response = await http.post("/api/auth/anonymous", json={}, headers=headers)
+        assert response.status_code == 201, response.text
     span = collector.wait_for(request(f"on-{system}"))  # sent at the latest by the shutdown
     assert span.name == "POST /api/auth/anonymous"
     statements = [s for s in collector.spans if s.parent_span_id == span.span_id]

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from prometheus_client.samples import Sample
 
-from conftest import CHEAP_PASSWORDS, LiveServer, free_port
+from conftest import CHEAP_PASSWORDS_ENV, LiveServer, free_port
 from guarantees.live import ADMIN_EMAIL, SECRET, admin_token, create_collection
 from metrics.scrape import scrape, value
 from postgres_server import PostgresServer
@@ -43,7 +43,7 @@ def start(folder: Path, workers: int = 1, **env: str) -> LiveServer:
         env={
             "ROOST_SECRET_KEY": SECRET,
             "ROOST_METRICS_TOKEN": METRICS_TOKEN,
-            **{f"ROOST_{name.upper()}": str(cost) for name, cost in CHEAP_PASSWORDS.items()},
+            **CHEAP_PASSWORDS_ENV,
             **env,
         },
     )

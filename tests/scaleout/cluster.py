@@ -12,11 +12,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-from prometheus_client.parser import text_string_to_metric_families
-
-from conftest import CHEAP_PASSWORDS, LiveServer, free_port
+from conftest import CHEAP_PASSWORDS_ENV, LiveServer, free_port
 from guarantees.live import SECRET
+from metrics.scrape import scrape, value
 
 DEPLOY = Path(__file__).parents[2] / "deploy"
 METRICS_TOKEN = "metrics-token-of-the-scale-out-tests"
@@ -62,7 +60,7 @@ def running_cluster(
         "ROOST_BROKER_URL": redis_url,
         "ROOST_METRICS_TOKEN": METRICS_TOKEN,
         "ROOST_TRUSTED_PROXIES": '["127.0.0.1"]',
-        **{f"ROOST_{name.upper()}": str(value) for name, value in CHEAP_PASSWORDS.items()},
+        **CHEAP_PASSWORDS_ENV,
         **{f"ROOST_{name.upper()}": value for name, value in extra.items()},
     }
     servers = [
@@ -99,14 +97,4 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
 def answered(server: LiveServer, **labels: str) -> float:
     """How many requests with these labels (``route``, ``status``...) the instance
     answered, from its own metrics."""
-    response = httpx.get(
-        f"{server.url}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
-    )
-    assert response.status_code == 200, response.text
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-        if sample.name == "roost_http_requests_total"
-        and all(sample.labels.get(name) == value for name, value in labels.items())
-    )
+    return value(scrape(server.url, METRICS_TOKEN), "roost_http_requests_total", **labels)

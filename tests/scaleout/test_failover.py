@@ -36,6 +36,7 @@ from scaleout.cluster import Cluster, answered, running_cluster
 pytestmark = pytest.mark.slow
 
 RECORDS = "/api/collections/items/records"
+RECORDS_ROUTE = "/api/collections/{name}/records"
 WRITERS = 6
 WRITES = 240
 FOLLOWERS = 6
@@ -290,4 +291,4 @@ async def test_a_rolling_restart_under_load_fails_no_request(cluster: Cluster) -
             await asyncio.to_thread(server.start)
             await asyncio.sleep(3)  # HAProxy takes it back after two good checks
     load.assert_no_failure()
-    assert all(answered(server) > 0 for server in cluster.servers)
+    assert all(answered(server, route=RECORDS_ROUTE) > 0 for server in cluster.servers)

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import CHEAP_PASSWORDS, LiveServer, free_port
+from conftest import CHEAP_PASSWORDS_ENV, LiveServer, free_port
 from guarantees.live import SECRET, admin_token, create_collection
 from realtime.client import RealtimeClient
 from redis_server import RedisServer
@@ -36,7 +36,7 @@ async def test_api_realtime_and_worker_instances_work_together(
             "ROOST_CACHE_URL": redis_server.url,
             "ROOST_BROKER_URL": redis_server.url,
             "ROOST_SMTP_URL": smtp.url(),
-            **{f"ROOST_{name.upper()}": str(value) for name, value in CHEAP_PASSWORDS.items()},
+            **CHEAP_PASSWORDS_ENV,
         }
         api, realtime, worker = (instance(tmp_path, r, env) for r in ("api", "realtime", "worker"))
         try:
